@@ -1,0 +1,1 @@
+"""Model definitions as tvm.relax.frontend.nn modules."""

@@ -1,0 +1,1 @@
+"""Writing built artifacts for the static site."""
