@@ -97,6 +97,7 @@ def create_app(root: str | Path, cross_origin_isolated: bool = False) -> FastAPI
             target,
             media_type=MIME_TYPES.get(target.suffix.lower(), "application/octet-stream"),
             headers={"Cache-Control": cache_control(target)},
+            stat_result=target.stat(),  # sets ETag / Last-Modified now, for the 304 check below
         )
         etag = response.headers.get("etag")
         if etag and etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:

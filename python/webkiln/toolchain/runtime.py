@@ -73,7 +73,7 @@ def cache_key(emcc: Emscripten) -> str:
         f"llvm{LLVM_MAJOR}",
         emcc.version,
         " ".join(COMPILE_FLAGS),
-        "format=wasm-object",
+        "format=wasm-object,prefix-map",
     ]
     for part in parts:
         h.update(part.encode() + b"\0")
@@ -119,7 +119,9 @@ def _tirx_wheel(downloads: Path) -> Path:
     if found:
         return found[0]
     downloads.mkdir(parents=True, exist_ok=True)
+    # Headers are platform-independent: fetch the one published wheel whatever this machine is.
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
            "-d", str(downloads), f"apache-tvm-tirx=={TVM_TIRX_VERSION}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(downloads.glob(f"apache_tvm_tirx-{TVM_TIRX_VERSION}-*.whl"))
@@ -171,7 +173,9 @@ def _compile_all(emcc: Emscripten, root: Path, out: Path) -> None:
 
     def compile_unit(unit: str) -> None:
         src = root / "web" / "emcc" / f"{unit}.cc"
-        emcc.run([*includes, *COMPILE_FLAGS, "-c", str(src), "-o", str(out / f"{unit}.o")],
+        # The prefix map keeps the temporary build path out of the objects: rebuilds are byte-identical.
+        flags = [*COMPILE_FLAGS, f"-ffile-prefix-map={root}=tvm"]
+        emcc.run([*includes, *flags, "-c", str(src), "-o", str(out / f"{unit}.o")],
                  f"compiling the TVM web runtime ({unit}.cc)")
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(UNITS)) as pool:

@@ -40,9 +40,12 @@ class Base64InStream : public Stream {
 
   /*! \brief Skips leading whitespace; call once before reading. */
   void InitPosition() {
+    int c;
     do {
-      pending_char_ = NextChar();
-    } while (pending_char_ != EOF && std::isspace(pending_char_));
+      pending_char_ = kNone;
+      c = NextChar();
+    } while (c != EOF && std::isspace(c));
+    pending_char_ = c;  // the first character of the data, read again by DecodeQuantum
   }
 
   size_t Read(void* ptr, size_t size) override {
