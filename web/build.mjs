@@ -7,7 +7,11 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const release = process.argv.includes("--release");
 
 await build({
-  entryPoints: { "kernel-check": path.join(here, "src/kernel_check.ts") },
+  entryPoints: {
+    "kernel-check": path.join(here, "src/kernel_check.ts"),
+    chat: path.join(here, "src/chat_page.ts"),
+    "test-entry": path.join(here, "src/test_entry.ts"), // test-only: site/test.html
+  },
   outdir: path.join(here, "../site/assets"),
   bundle: true,
   format: "esm",
@@ -15,7 +19,8 @@ await build({
   target: "es2022",
   sourcemap: true,
   minify: release,
-  // tvmjs has Node-only branches (fs, perf_hooks) that never run in a browser.
-  external: ["fs", "path", "perf_hooks", "ws"],
+  // tvmjs has Node-only branches (fs, perf_hooks) that never run in a browser;
+  // so does @mlc-ai/web-tokenizers' Emscripten loader (url, module).
+  external: ["fs", "path", "perf_hooks", "ws", "url", "module"],
   logLevel: "info",
 });

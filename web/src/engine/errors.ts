@@ -17,3 +17,30 @@ export class WebGPUUnavailableError extends WebkilnError {
 }
 
 export class ModuleLoadError extends WebkilnError {}
+
+// Downloaded bytes did not match the manifest. Never retried silently: the server
+// is serving something other than what the model was built with.
+export class IntegrityError extends WebkilnError {}
+
+// A file could not be fetched (offline, blocked, HTTP error). Names the URL and status.
+export class NetworkError extends WebkilnError {
+  constructor(
+    message: string,
+    readonly url: string,
+    readonly status?: number,
+  ) {
+    super(message);
+  }
+}
+
+// The browser will not give this origin enough storage for the model's files.
+export class StorageQuotaError extends WebkilnError {}
+
+/** A model's manifest or files are unusable (wrong task, missing file, bad record). */
+export class ModelLoadError extends WebkilnError {}
+
+/** The device lacks a feature or limit the model needs; the message says which and what to pick instead. */
+export class UnsupportedDeviceError extends WebkilnError {}
+
+/** A request does not fit in the model's context window. */
+export class ContextWindowError extends WebkilnError {}

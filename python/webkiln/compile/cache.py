@@ -1,0 +1,62 @@
+"""Cache of compiled model libraries, keyed by everything that determines them.
+
+A fine-tune of an architecture that was already built has the same config,
+weight formats, target and toolchain, hence the same key: its build reuses the
+`.wasm` and only converts weights. The code that generates the module is part
+of the key, so changing it invalidates old entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..toolchain.paths import cache_dir
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+# Sources whose content shapes the compiled library.
+_CODE = ("models/llm.py", "quant/formats.py", "compile/build.py", "compile/targets.py", "toolchain/link.py")
+
+
+def library_key(parts: dict) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(parts, sort_keys=True, default=str).encode())
+    h.update(importlib.metadata.version("apache-tvm").encode())
+    for rel in _CODE:
+        h.update(rel.encode() + b"\0" + (_PACKAGE / rel).read_bytes())
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cached_library(parts: dict, build: Callable[[Path], None]) -> tuple[Path, bool]:
+    """-> (path of the cached library, whether it was reused). `build(path)` writes it."""
+    key = library_key(parts)
+    directory = cache_dir() / "libs"
+    lib, meta = directory / f"{key}.wasm", directory / f"{key}.json"
+    try:
+        recorded = json.loads(meta.read_text())
+        if lib.stat().st_size == recorded["size"] and _sha256(lib) == recorded["sha256"]:
+            return lib, True
+    except (OSError, ValueError, KeyError):
+        pass
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
+        out = Path(tmp) / "lib.wasm"
+        build(out)
+        (Path(tmp) / "meta.json").write_text(json.dumps(
+            {"size": out.stat().st_size, "sha256": _sha256(out), "parts": parts}, default=str, indent=1))
+        shutil.move(str(out), lib)
+        shutil.move(str(Path(tmp) / "meta.json"), meta)  # written last: marks the entry complete
+    return lib, False

@@ -1,0 +1,284 @@
+"""Decoder-only chat models (the Llama family and Qwen2) as a tvm.relax.frontend.nn module.
+
+One module covers both: Qwen2 differs from Llama only by q/k/v biases and an
+untied output head, which the config carries. Attention goes through TVM's
+paged KV cache (nn.llm), which also applies rotary embeddings (Hugging Face
+"rotate half" layout; GGUF Llama weights are un-permuted on load).
+
+Every linear and the embedding store their matrix in a WeightFormat chosen per
+weight at build time (`WeightPlan`): GGUF Q4_0/Q4_1/Q8_0 blocks stay as they
+are, other weights follow the quantization scheme. Dequantization is fused into
+the matmul as one tensor expression, so no dequantized copy of a weight is ever
+materialized.
+
+Entry points (all take the packed parameter tuple last):
+  embed(input_ids[seq_len] int32)                  -> [seq_len, hidden]
+  prefill(input_embed[1, seq_len, hidden], kv)      -> (logits[1, 1, vocab] f32, kv)
+  decode(input_embed[1, 1, hidden], kv)             -> (logits[1, 1, vocab] f32, kv)
+  create_paged_kv_cache(max_batch_size, max_total_seq_len, prefill_chunk_size,
+                        page_size, support_sliding_window) -> kv
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..quant.formats import FORMATS, WeightFormat
+from ..sources.base import LlmConfig
+
+# Linear layers of one decoder layer, with the source weights fused into each.
+LAYER_LINEARS = {
+    "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "self_attn.o_proj": ("self_attn.o_proj",),
+    "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+    "mlp.down_proj": ("mlp.down_proj",),
+}
+
+
+@dataclass(frozen=True)
+class WeightPlan:
+    """The storage format of every matrix, by module path (e.g. 'model.layers.3.mlp.down_proj')."""
+
+    formats: tuple[tuple[str, str], ...]
+
+    def format_of(self, path: str) -> WeightFormat:
+        return FORMATS[dict(self.formats)[path]]
+
+
+def _matmul_te(x, fmt: WeightFormat, params: dict, out_f: int, in_f: int, dtype: str, name: str):
+    """y[..., j] = sum_k x[..., k] * W[j, k] with W dequantized on the fly."""
+    from tvm import te
+
+    k = te.reduce_axis((0, in_f), name="k")
+    if len(x.shape) == 3:
+        return te.compute(
+            (x.shape[0], x.shape[1], out_f),
+            lambda b, s, j: te.sum(x[b, s, k] * fmt.value_te(params, j, k, dtype), axis=k),
+            name=name,
+        )
+    return te.compute(
+        (x.shape[0], out_f),
+        lambda s, j: te.sum(x[s, k] * fmt.value_te(params, j, k, dtype), axis=k),
+        name=name,
+    )
+
+
+def build_model_class():
+    """Defines the nn.Module classes (imports TVM lazily: `webkiln serve` never needs it)."""
+    from tvm import relax as rx
+    from tvm.relax.frontend import nn
+    from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, TIRPagedKVCache
+    from tvm.relax.frontend.nn.llm._kernel_common import RopeMode
+
+    class QuantMatrix(nn.Module):
+        """The parameters of one stored matrix [out, in]."""
+
+        def __init__(self, out_f: int, in_f: int, fmt: WeightFormat, dtype: str) -> None:
+            self.out_f, self.in_f, self.fmt, self.dtype = out_f, in_f, fmt, dtype
+            self._names = []
+            for pname, (shape, pdtype) in fmt.param_specs(out_f, in_f, dtype).items():
+                setattr(self, pname, nn.Parameter(shape, pdtype))
+                self._names.append(pname)
+
+        def params(self):
+            return [getattr(self, n) for n in self._names]
+
+        def matmul(self, x, name: str):
+            if not self.fmt.quantized:
+                return nn.matmul(x, nn.permute_dims(self.weight, [1, 0]))
+            names = self._names
+
+            def compute(xx, *ps):
+                return _matmul_te(xx, self.fmt, dict(zip(names, ps)), self.out_f, self.in_f, self.dtype, name)
+
+            return nn.tensor_expr_op(compute, name, [x, *self.params()])
+
+        def rows(self, ids):
+            """Rows `ids` of the dequantized matrix (an embedding lookup)."""
+            from tvm import te
+
+            names = self._names
+
+            def compute(idx, *ps):
+                p = dict(zip(names, ps))
+                return te.compute(
+                    (idx.shape[0], self.in_f),
+                    lambda i, j: self.fmt.value_te(p, idx[i], j, self.dtype),
+                    name="embedding",
+                )
+
+            return nn.tensor_expr_op(compute, "embedding", [ids, *self.params()])
+
+    class RMSNorm(nn.Module):
+        """RMSNorm whose weight is stored f32 (shared by the f32 and f16 builds)."""
+
+        def __init__(self, hidden: int, eps: float, dtype: str) -> None:
+            self.weight = nn.Parameter((hidden,), "float32")
+            self.eps, self.dtype = eps, dtype
+
+        def forward(self, x):
+            w = self.weight if self.dtype == "float32" else self.weight.astype(self.dtype)
+            return nn.rms_norm(x, w, axes=-1, epsilon=self.eps)
+
+    class Linear(nn.Module):
+        def __init__(self, in_f: int, out_f: int, fmt: WeightFormat, dtype: str, bias: bool) -> None:
+            self.w = QuantMatrix(out_f, in_f, fmt, dtype)
+            self.bias = nn.Parameter((out_f,), "float32") if bias else None
+            self.dtype = dtype
+
+        def forward(self, x):
+            y = self.w.matmul(x, "linear")
+            if self.bias is None:
+                return y
+            return y + (self.bias if self.dtype == "float32" else self.bias.astype(self.dtype))
+
+    class Attention(nn.Module):
+        def __init__(self, cfg: LlmConfig, plan: WeightPlan, prefix: str, dtype: str) -> None:
+            self.cfg = cfg
+            qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim
+            self.qkv_proj = Linear(cfg.hidden_size, qkv, plan.format_of(f"{prefix}.qkv_proj"), dtype,
+                                   cfg.attention_bias)
+            self.o_proj = Linear(cfg.num_attention_heads * cfg.head_dim, cfg.hidden_size,
+                                 plan.format_of(f"{prefix}.o_proj"), dtype, False)
+
+        def forward(self, x, kv, layer_id: int):
+            c = self.cfg
+            b, s, _ = x.shape
+            qkv = nn.reshape(self.qkv_proj(x), (b, s, c.num_attention_heads + 2 * c.num_key_value_heads, c.head_dim))
+            out = kv.attention_with_fused_qkv(layer_id, qkv, c.num_attention_heads, sm_scale=c.head_dim**-0.5)
+            return self.o_proj(nn.reshape(out, (b, s, c.num_attention_heads * c.head_dim)))
+
+    class MLP(nn.Module):
+        def __init__(self, cfg: LlmConfig, plan: WeightPlan, prefix: str, dtype: str) -> None:
+            self.ffn = cfg.intermediate_size
+            self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size,
+                                       plan.format_of(f"{prefix}.gate_up_proj"), dtype, False)
+            self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size,
+                                    plan.format_of(f"{prefix}.down_proj"), dtype, False)
+
+        def forward(self, x):
+            gate, up = nn.split(self.gate_up_proj(x), 2, axis=-1)
+            return self.down_proj(nn.silu(gate) * up)
+
+    class DecoderLayer(nn.Module):
+        def __init__(self, cfg: LlmConfig, plan: WeightPlan, i: int, dtype: str) -> None:
+            prefix = f"model.layers.{i}"
+            self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+            self.self_attn = Attention(cfg, plan, f"{prefix}.self_attn", dtype)
+            self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+            self.mlp = MLP(cfg, plan, f"{prefix}.mlp", dtype)
+            self.layer_id = i
+
+        def forward(self, x, kv):
+            x = x + self.self_attn(self.input_layernorm(x), kv, self.layer_id)
+            return x + self.mlp(self.post_attention_layernorm(x))
+
+    class Embedding(nn.Module):
+        def __init__(self, vocab: int, hidden: int, fmt: WeightFormat, dtype: str) -> None:
+            self.w = QuantMatrix(vocab, hidden, fmt, dtype)
+
+        def forward(self, ids):
+            return self.w.rows(ids)
+
+    class Backbone(nn.Module):
+        def __init__(self, cfg: LlmConfig, plan: WeightPlan, dtype: str) -> None:
+            self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size,
+                                          plan.format_of("model.embed_tokens"), dtype)
+            self.layers = nn.ModuleList([DecoderLayer(cfg, plan, i, dtype) for i in range(cfg.num_hidden_layers)])
+            self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+
+        def forward(self, x, kv):
+            for layer in self.layers:
+                x = layer(x, kv)
+            return self.norm(x)
+
+    class CausalLM(nn.Module):
+        def __init__(self, cfg: LlmConfig, plan: WeightPlan, dtype: str, target) -> None:
+            self.cfg, self.dtype, self.target = cfg, dtype, target
+            self.model = Backbone(cfg, plan, dtype)
+            self.lm_head = None if cfg.tie_word_embeddings else QuantMatrix(
+                cfg.vocab_size, cfg.hidden_size, plan.format_of("lm_head"), dtype)
+
+        def _logits(self, hidden):
+            head = self.model.embed_tokens.w if self.lm_head is None else self.lm_head
+            logits = head.matmul(hidden, "lm_head")
+            return logits.astype("float32") if logits.dtype != "float32" else logits
+
+        def embed(self, input_ids):
+            return self.model.embed_tokens(input_ids)
+
+        def prefill(self, input_embed, paged_kv_cache):
+            from tvm import te
+
+            hidden = self.model(input_embed, paged_kv_cache)
+
+            def last(x):  # only the last position's logits are needed
+                b, s, d = x.shape
+                return te.compute((b, 1, d), lambda i, _, k: x[i, s - 1, k], name="last_token")
+
+            return self._logits(nn.tensor_expr_op(last, "last_token", [hidden])), paged_kv_cache
+
+        def decode(self, input_embed, paged_kv_cache):
+            return self._logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
+
+        def create_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size,
+                                  page_size, support_sliding_window):
+            c = self.cfg
+            return TIRPagedKVCache(
+                attn_kind="mha",
+                max_batch_size=max_batch_size,
+                max_total_seq_len=max_total_seq_len,
+                prefill_chunk_size=prefill_chunk_size,
+                page_size=page_size,
+                support_sliding_window=support_sliding_window,
+                layer_partition=rx.ShapeExpr([0, c.num_hidden_layers]),
+                num_hidden_layers=c.num_hidden_layers,
+                num_attention_heads=c.num_attention_heads,
+                num_key_value_heads=c.num_key_value_heads,
+                qk_head_dim=c.head_dim,
+                v_head_dim=c.head_dim,
+                mla_original_qk_head_dim=0,
+                mla_original_v_head_dim=0,
+                rope_mode=RopeMode.NORMAL,
+                rope_scale=1,
+                rope_theta=c.rope_theta,
+                rope_scaling={},
+                rope_ext_factors=rx.prim_value(0),
+                rotary_dim=c.head_dim,
+                enable_disaggregation=False,
+                dtype=self.dtype,
+                target=self.target,
+            )
+
+        def spec(self):
+            packed = {"param_mode": "packed", "effect_mode": "none"}
+            h = self.cfg.hidden_size
+            kv = nn.spec.Object(object_type=PagedKVCache)
+            return {
+                "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
+                "prefill": {"input_embed": nn.spec.Tensor([1, "seq_len", h], self.dtype),
+                            "paged_kv_cache": kv, "$": packed},
+                "decode": {"input_embed": nn.spec.Tensor([1, 1, h], self.dtype),
+                           "paged_kv_cache": kv, "$": packed},
+                "create_paged_kv_cache": {
+                    "max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int,
+                    "page_size": int, "support_sliding_window": int,
+                    "$": {"param_mode": "none", "effect_mode": "none"},
+                },
+            }
+
+    return CausalLM
+
+
+def export(cfg: LlmConfig, plan: WeightPlan, dtype: str, target, prefill_chunk: int):
+    """-> (IRModule, [(param name, shape, dtype)] in the packed order)."""
+    CausalLM = build_model_class()
+    model = CausalLM(cfg, plan, dtype, target)
+    mod, named = model.export_tvm(spec=model.spec())
+    # Upper bounds let Relax plan memory statically for the dynamic sequence length.
+    bounds = {"seq_len": prefill_chunk, "max_total_seq_len": 1 << 20}
+    for name in ("embed", "prefill"):
+        mod[name] = mod[name].with_attr("tir_var_upper_bound", bounds).with_attr(
+            "tir_non_negative_var", ["seq_len"])
+    params = [(n, tuple(int(d) for d in p.shape), str(p.dtype)) for n, p in named]
+    return mod, params

@@ -1,0 +1,77 @@
+"""The in-memory description every model source produces: config, tensors, tokenizer.
+
+Sources (GGUF file, Hugging Face folder, hub id) differ in layout; after
+loading they all look like this, with Hugging Face tensor names and shapes, so
+models/ and quant/ never care where weights came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class SourceError(ValueError):
+    """A model source is missing, malformed or unsupported. The message names the
+    file or field and says how to fix it; the CLI prints it and exits non-zero."""
+
+
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    architecture: str  # one of SUPPORTED_ARCHITECTURES
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    context_length: int  # the model's trained maximum
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+    attention_bias: bool  # q/k/v projections have biases (Qwen2)
+
+
+# GGML block types we keep as they are (see quant/); anything else is dequantized.
+KEPT_GGML_TYPES = ("Q4_0", "Q4_1", "Q8_0")
+
+
+@dataclass
+class SourceTensor:
+    """One weight, named and shaped as in Hugging Face (`[out_features, in_features]` for linears).
+
+    `ggml_type` is set for GGUF tensors ("F32", "F16", "Q4_1", "Q6_K", ...), None otherwise.
+    `raw()` gives, for KEPT_GGML_TYPES, the GGML blocks as uint8 `[rows, bytes_per_row]`
+    (rows = shape[0], already un-permuted like the dequantized values); for float
+    tensors, the array in its stored dtype. `dequantize()` always gives float32 of `shape`,
+    equal to what the `gguf` package's dequantization gives.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: str | None
+    raw: Callable[[], np.ndarray]
+    dequantize: Callable[[], np.ndarray]
+
+
+@dataclass
+class ModelSource:
+    kind: str  # "gguf" | "hf-folder" | "hub"
+    origin: str  # path or hub id, for messages and the manifest
+    name: str  # suggested model id, e.g. "SmolLM2-135M-Instruct"
+    config: LlmConfig
+    tensors: dict[str, SourceTensor]
+    tokenizer_json: str  # Hugging Face tokenizers format
+    chat_template: str | None
+    bos_token_id: int | None
+    eos_token_ids: list[int]  # generation stops at any of these
+    generation_defaults: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, ...
+    files: list[Path] = field(default_factory=list)  # input files, hashed into the build record

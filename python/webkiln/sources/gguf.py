@@ -1,0 +1,289 @@
+"""Load a GGUF file (llama.cpp's single-file format) into a ModelSource.
+
+The `gguf` package parses the file and memory-maps the tensor data; tensors are read
+only when their `raw()` / `dequantize()` is called.
+
+Tensor values are returned in Hugging Face layout. llama.cpp's converter reorders the
+rows of Llama-family Q and K projections so that rope rotates adjacent pairs; here that
+reordering is undone (for Q4_0/Q4_1/Q8_0 by reordering whole block rows, which is exact
+because the reordering only moves output rows). Qwen2 files are stored unreordered.
+
+`raw()` by GGML type:
+  * Q4_0, Q4_1, Q8_0 (KEPT_GGML_TYPES): uint8 `[rows, bytes_per_row]` GGML blocks.
+  * F32, F16: the float array in its stored dtype, `shape`.
+  * anything else (K-quants, Q5_x, Q6_K, BF16, IQ*): the dequantized float32, `shape`
+    -- quant/ re-quantizes those from floats anyway.
+`dequantize()` is always float32 of `shape`, equal to `gguf.quants.dequantize` (for an
+F32 tensor in file order, a read-only view of the mapped file).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import KEPT_GGML_TYPES, SUPPORTED_ARCHITECTURES, LlmConfig, ModelSource, SourceError, SourceTensor
+from .tokenizer import spec_from_fields, tokenizer_json_from_gguf
+
+GGUF_MAGIC = b"GGUF"
+
+_TOP_LEVEL_NAMES = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
+_BLOCK_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+# Only Qwen2 has biases, and only on q/k/v.
+_BIASED_PARTS = {"qwen2": ("attn_q", "attn_k", "attn_v")}
+_BLOCK_TENSOR = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
+_TOP_TENSOR = re.compile(r"^([a-z_]+)\.weight$")
+# "SmolLM2-135M-Instruct.Q4_1" -> "SmolLM2-135M-Instruct"
+_QUANT_SUFFIX = re.compile(r"[.\-_](?:[IT]?Q\d\w*|F16|F32|BF16|FP16|FP32)$", re.IGNORECASE)
+
+
+def load_gguf(path: Path) -> ModelSource:
+    path = Path(path)
+    reader = _open_reader(path)
+    metadata = _Metadata(reader, path.name)
+    arch = metadata.require("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise SourceError(
+            f"{path.name}: architecture {arch!r} (GGUF `general.architecture`) is not supported; supported: "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)}. Use a model of one of those architectures."
+        )
+    config = _config(metadata, reader, arch)
+    tokenizer_spec = spec_from_fields(metadata.tokenizer_fields(), path.name)
+    if len(tokenizer_spec.tokens) != config.vocab_size:
+        raise SourceError(
+            f"{path.name}: the tokenizer lists {len(tokenizer_spec.tokens)} tokens but `token_embd.weight` has "
+            f"{config.vocab_size} rows; the file is inconsistent, re-convert it."
+        )
+    chat_template = metadata.get("tokenizer.chat_template")
+    return ModelSource(
+        kind="gguf",
+        origin=str(path),
+        name=_QUANT_SUFFIX.sub("", path.stem) or path.stem,
+        config=config,
+        tensors=_tensors(reader, config, path.name),
+        tokenizer_json=tokenizer_json_from_gguf(tokenizer_spec, path.name),
+        chat_template=chat_template,
+        bos_token_id=tokenizer_spec.bos_token_id,
+        eos_token_ids=_eos_token_ids(metadata, tokenizer_spec.tokens, chat_template),
+        generation_defaults={},
+        files=[path],
+    )
+
+
+# --- reading and checking the file -------------------------------------------------
+
+
+def _open_reader(path: Path) -> Any:
+    """The parsed file, checked for truncation; cached because parsing the token list
+    takes seconds and a build may load the same file more than once."""
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise SourceError(f"{path}: cannot read the GGUF file ({error.strerror}); check the path.") from None
+    return _cached_reader(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_reader(path_str: str, size: int, _mtime_ns: int) -> Any:
+    from gguf import GGUFReader
+
+    path = Path(path_str)
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != GGUF_MAGIC:
+        raise SourceError(
+            f"{path.name}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r}); the file is corrupt "
+            "or of another format. Re-download it, or pass a Hugging Face folder instead."
+        )
+    try:
+        reader = GGUFReader(path, "r")
+    except Exception as error:  # the gguf package raises bare ValueError/IndexError on bad input
+        raise SourceError(
+            f"{path.name}: truncated or corrupt GGUF file ({size} bytes; the gguf reader says: {error}). "
+            "Re-download or re-convert it."
+        ) from None
+    for tensor in reader.tensors:
+        end = int(tensor.data_offset) + int(tensor.n_bytes)
+        if end > size:
+            raise SourceError(
+                f"{path.name}: truncated GGUF file: tensor {tensor.name} ends at byte {end} but the file has "
+                f"only {size} bytes. Re-download it."
+            )
+    return reader
+
+
+class _Metadata:
+    """GGUF key/value metadata, decoded on demand."""
+
+    def __init__(self, reader: Any, file_name: str) -> None:
+        self._fields = reader.fields
+        self.file_name = file_name
+
+    def get(self, key: str, default: Any = None) -> Any:
+        field = self._fields.get(key)
+        if field is None:
+            return default
+        try:
+            return field.contents()
+        except Exception as error:  # e.g. a string that is not UTF-8
+            raise SourceError(f"{self.file_name}: GGUF metadata `{key}` cannot be decoded ({error}); "
+                              "the file is corrupt, re-convert it.") from None
+
+    def require(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise SourceError(f"{self.file_name}: GGUF metadata `{key}` is missing; the file is incomplete, "
+                              "re-convert it with a current llama.cpp.")
+        return value
+
+    def tokenizer_fields(self) -> dict[str, Any]:
+        return {key: self.get(key) for key in self._fields if key.startswith("tokenizer.ggml.")}
+
+
+def _config(metadata: _Metadata, reader: Any, arch: str) -> LlmConfig:
+    def key(name: str) -> str:
+        return f"{arch}.{name}"
+
+    hidden = int(metadata.require(key("embedding_length")))
+    heads = int(metadata.require(key("attention.head_count")))
+    head_dim = int(metadata.get(key("attention.key_length"), hidden // heads))
+    _reject_unsupported_rope(metadata, arch, head_dim)
+    tensor_names = {tensor.name for tensor in reader.tensors}
+    embedding = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    if embedding is None:
+        raise SourceError(f"{metadata.file_name}: tensor `token_embd.weight` is missing; the file is incomplete.")
+    return LlmConfig(
+        architecture=arch,
+        hidden_size=hidden,
+        intermediate_size=int(metadata.require(key("feed_forward_length"))),
+        num_hidden_layers=int(metadata.require(key("block_count"))),
+        num_attention_heads=heads,
+        num_key_value_heads=int(metadata.get(key("attention.head_count_kv"), heads)),
+        head_dim=head_dim,
+        # The embedding's row count is the vocabulary the model was built for; the
+        # tokenizer's list is checked against it by the caller.
+        vocab_size=int(embedding.shape[-1]),
+        context_length=int(metadata.require(key("context_length"))),
+        rms_norm_eps=float(metadata.require(key("attention.layer_norm_rms_epsilon"))),
+        rope_theta=float(metadata.get(key("rope.freq_base"), 10000.0)),
+        tie_word_embeddings="output.weight" not in tensor_names,
+        attention_bias=arch == "qwen2",
+    )
+
+
+def _reject_unsupported_rope(metadata: _Metadata, arch: str, head_dim: int) -> None:
+    scaling = metadata.get(f"{arch}.rope.scaling.type")
+    if scaling not in (None, "none"):
+        raise SourceError(f"{metadata.file_name}: rope scaling {scaling!r} (`{arch}.rope.scaling.type`) is not "
+                          "supported; use a model without rope scaling.")
+    rotary = metadata.get(f"{arch}.rope.dimension_count")
+    if rotary is not None and int(rotary) != head_dim:
+        raise SourceError(f"{metadata.file_name}: partial rotary embedding (`{arch}.rope.dimension_count` = "
+                          f"{rotary}, head size {head_dim}) is not supported.")
+
+
+def _eos_token_ids(metadata: _Metadata, tokens: list[str] | Any, chat_template: str | None) -> list[int]:
+    ids: list[int] = []
+    for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"):
+        value = metadata.get(key)
+        if value is not None:
+            ids.append(int(value))
+    # A ChatML template ends each turn with <|im_end|>, which may differ from the GGUF eos.
+    if chat_template and "<|im_end|>" in chat_template and "<|im_end|>" in tokens:
+        ids.append(list(tokens).index("<|im_end|>"))
+    return list(dict.fromkeys(ids))
+
+
+# --- tensors -----------------------------------------------------------------------
+
+
+def _tensors(reader: Any, config: LlmConfig, file_name: str) -> dict[str, SourceTensor]:
+    tensors: dict[str, SourceTensor] = {}
+    for tensor in reader.tensors:
+        name = _hf_name(tensor.name, config, file_name)
+        shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists dims innermost first
+        rows = _unpermute_rows(tensor.name, shape, config, file_name)
+        tensors[name] = _source_tensor(name, shape, tensor, rows)
+    return tensors
+
+
+def _hf_name(gguf_name: str, config: LlmConfig, file_name: str) -> str:
+    if (match := _BLOCK_TENSOR.match(gguf_name)) is not None:
+        layer, part, kind = match.groups()
+        if part in _BLOCK_NAMES and (kind == "weight" or part in _BIASED_PARTS.get(config.architecture, ())):
+            return f"model.layers.{layer}.{_BLOCK_NAMES[part]}.{kind}"
+    elif (match := _TOP_TENSOR.match(gguf_name)) is not None and match.group(1) in _TOP_LEVEL_NAMES:
+        return f"{_TOP_LEVEL_NAMES[match.group(1)]}.weight"
+    raise SourceError(
+        f"{file_name}: tensor {gguf_name!r} has no place in a {config.architecture} model as webkiln builds it "
+        "(an unsupported variant, e.g. rope frequency factors or extra biases). Use a plain "
+        f"{config.architecture} model."
+    )
+
+
+def _unpermute_rows(gguf_name: str, shape: tuple[int, ...], config: LlmConfig, file_name: str) -> np.ndarray | None:
+    """Row order that turns llama.cpp's Q/K layout back into Hugging Face's, or None.
+
+    Within each head, HF rows are [first half of rotary dims, second half]; llama.cpp
+    interleaves them (row 2i is HF row i, row 2i+1 is HF row i + head_dim/2).
+    """
+    if config.architecture != "llama":
+        return None
+    if ".attn_q." in gguf_name:
+        heads = config.num_attention_heads
+    elif ".attn_k." in gguf_name:
+        heads = config.num_key_value_heads
+    else:
+        return None
+    half = config.head_dim // 2
+    if shape[0] != heads * config.head_dim or config.head_dim % 2:
+        raise SourceError(f"{file_name}: tensor {gguf_name} has {shape[0]} rows, expected {heads} heads x "
+                          f"{config.head_dim}; the file does not match its own metadata.")
+    head = np.arange(heads)[:, None, None] * config.head_dim
+    which_half = np.arange(2)[None, :, None]
+    pair = np.arange(half)[None, None, :] * 2
+    return (head + pair + which_half).reshape(-1)  # for each HF row, the GGUF row it lives in
+
+
+def _source_tensor(name: str, shape: tuple[int, ...], tensor: Any, rows: np.ndarray | None) -> SourceTensor:
+    type_name = tensor.tensor_type.name
+
+    def dequantize() -> np.ndarray:
+        from gguf.quants import dequantize as gguf_dequantize
+
+        values = gguf_dequantize(tensor.data, tensor.tensor_type).reshape(shape)
+        return values[rows] if rows is not None else values
+
+    def stored() -> np.ndarray:
+        # Blocks or floats as stored, rows reordered like the values (block rows never
+        # straddle output rows, so moving whole rows is exact).
+        data = tensor.data
+        return data[rows] if rows is not None else data
+
+    raw: Callable[[], np.ndarray]
+    if type_name in KEPT_GGML_TYPES:
+        raw = stored
+    elif type_name in ("F32", "F16"):
+        raw = lambda: stored().reshape(shape)  # noqa: E731
+    else:
+        raw = dequantize
+    return SourceTensor(name=name, shape=shape, ggml_type=type_name, raw=raw, dequantize=dequantize)

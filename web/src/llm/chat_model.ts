@@ -1,0 +1,266 @@
+// A loaded chat model: weights on the device, a paged KV cache, prefill and decode.
+// The VM entry points are those of python/webkiln/models/llm.py.
+
+import type * as tvmjs from "@mlc-ai/web-runtime";
+import { ContextWindowError, ModelLoadError, UnsupportedDeviceError } from "../engine/errors";
+import { createWebGPUDevice, loadModule, type GPUContext, type LoadedModule } from "../engine/runtime";
+import { loadFiles, type LoadOptions } from "../storage";
+import type { BackendEntry, ChatManifest } from "./manifest";
+import { argmax, Pcg32, sample } from "./sampling";
+import { Tokenizer } from "./tokenizer";
+
+export interface LoadChatOptions extends Pick<LoadOptions, "onProgress" | "onCorruptCacheEntry" | "cacheName" | "signal"> {
+  /** "webgpu-f32" or "webgpu-f16"; default: f16 when the build has it and the device supports it. */
+  backend?: string;
+}
+
+export interface GenerateOptions {
+  maxTokens?: number;
+  temperature?: number; // 0: greedy
+  topP?: number;
+  seed?: number;
+  stopTokenIds?: number[];
+  signal?: AbortSignal;
+  onToken?: (id: number, textDelta: string) => void;
+}
+
+export interface Generation {
+  tokens: number[];
+  text: string;
+  finishReason: "stop" | "length" | "abort";
+  promptTokens: number;
+  /** Prompt tokens actually prefilled (less than promptTokens when a cached prefix was reused). */
+  prefilledTokens: number;
+  prefillMillis: number;
+  decodeMillis: number;
+}
+
+function chooseBackend(manifest: ChatManifest, gpu: GPUContext, requested?: string): [string, BackendEntry] {
+  const names = Object.keys(manifest.backends);
+  const fits = (entry: BackendEntry) => entry.required_features.every((f) => gpu.features.includes(f));
+  if (requested) {
+    const entry = manifest.backends[requested];
+    if (!entry) throw new ModelLoadError(`Model ${manifest.id} has no backend '${requested}' (it has: ${names.join(", ")}).`);
+    if (!fits(entry)) {
+      const missing = entry.required_features.filter((f) => !gpu.features.includes(f));
+      throw new UnsupportedDeviceError(`Backend ${requested} of ${manifest.id} needs WebGPU feature(s) ${missing.join(", ")}, which this device lacks. Use the webgpu-f32 backend.`);
+    }
+    return [requested, entry];
+  }
+  for (const name of ["webgpu-f16", "webgpu-f32"]) {
+    const entry = manifest.backends[name];
+    if (entry && fits(entry)) return [name, entry];
+  }
+  throw new UnsupportedDeviceError(`No backend of ${manifest.id} runs on this device (it has: ${names.join(", ")}).`);
+}
+
+function checkLimits(manifest: ChatManifest, entry: BackendEntry, gpu: GPUContext): void {
+  for (const [limit, needed] of Object.entries(entry.required_limits)) {
+    const have = gpu.limits[limit];
+    if (have !== undefined && have < needed) {
+      throw new UnsupportedDeviceError(
+        `Model ${manifest.id} needs ${limit} >= ${needed} bytes but this GPU allows ${have}. Choose a smaller model or quantization.`,
+      );
+    }
+  }
+}
+
+export class ChatModel {
+  private kv: tvmjs.TVMObject;
+  private params: tvmjs.TVMArray;
+  private fEmbed: tvmjs.PackedFunc;
+  private fPrefill: tvmjs.PackedFunc;
+  private fDecode: tvmjs.PackedFunc;
+  private fBegin: tvmjs.PackedFunc;
+  private fEnd: tvmjs.PackedFunc;
+  private fAdd: tvmjs.PackedFunc;
+  private fPopN: tvmjs.PackedFunc;
+  /** Tokens whose keys/values are in the KV cache, in order. */
+  private cachedTokens: number[] = [];
+
+  private constructor(
+    readonly manifest: ChatManifest,
+    readonly backend: string,
+    readonly tokenizer: Tokenizer,
+    private readonly mod: LoadedModule,
+    params: tvmjs.TVMArray,
+  ) {
+    const { tvm, vm } = mod;
+    this.params = params;
+    // Functions returned by tvmjs belong to a scope; these live as long as the model.
+    const fn = (get: () => tvmjs.PackedFunc) => tvm.withNewScope(() => tvm.detachFromCurrentScope(get()));
+    this.fEmbed = fn(() => vm.getFunction("embed"));
+    this.fPrefill = fn(() => vm.getFunction("prefill"));
+    this.fDecode = fn(() => vm.getFunction("decode"));
+    this.fBegin = fn(() => tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward"));
+    this.fEnd = fn(() => tvm.getGlobalFunc("vm.builtin.kv_state_end_forward"));
+    this.fAdd = fn(() => tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence"));
+    this.fPopN = fn(() => tvm.getGlobalFunc("vm.builtin.kv_state_popn"));
+    const m = manifest;
+    this.kv = tvm.withNewScope(() =>
+      tvm.detachFromCurrentScope(
+        vm.getFunction("create_paged_kv_cache")(
+          tvm.makeShapeTuple([1]),
+          tvm.makeShapeTuple([m.context_window]),
+          tvm.makeShapeTuple([m.prefill_chunk_size]),
+          tvm.makeShapeTuple([m.kv_cache.page_size]),
+          tvm.makeShapeTuple([0]),
+        ) as tvmjs.TVMObject,
+      ),
+    );
+    this.fAdd(this.kv, tvm.scalar(0, "int64"));
+  }
+
+  static async load(manifestUrl: string, options: LoadChatOptions = {}): Promise<ChatModel> {
+    const response = await fetch(manifestUrl, { cache: "no-cache" });
+    if (!response.ok) throw new ModelLoadError(`Fetching ${manifestUrl} failed: HTTP ${response.status}`);
+    const manifest = (await response.json()) as ChatManifest;
+    if (manifest.task !== "chat") throw new ModelLoadError(`${manifest.id} is a '${manifest.task}' model, not a chat model.`);
+    const gpu = await createWebGPUDevice();
+    const [backend, entry] = chooseBackend(manifest, gpu, options.backend);
+    checkLimits(manifest, entry, gpu);
+    const wanted = new Set([entry.wasm, "tokenizer.json", ...manifest.tensors.shards]);
+    const files = await loadFiles(manifestUrl, manifest.files.filter((f) => wanted.has(f.path)), options);
+    const get = (path: string): ArrayBuffer => {
+      const data = files.get(path);
+      if (!data) throw new ModelLoadError(`${path} is listed by the manifest but was not loaded`);
+      return data;
+    };
+    const tokenizer = await Tokenizer.fromJSON(get("tokenizer.json"));
+    const mod = await loadModule(get(entry.wasm), "webgpu", gpu);
+    const { tvm, device } = mod;
+    const shards = manifest.tensors.shards.map((p) => new Uint8Array(get(p)));
+    const params = tvm.withNewScope(() => {
+      const tensors = manifest.tensors.records.map((r) => {
+        const bytes = new Uint8Array(r.nbytes);
+        let at = 0;
+        for (const piece of r.pieces) {
+          const shard = shards[piece.shard];
+          if (!shard) throw new ModelLoadError(`tensor ${r.name} refers to missing shard ${piece.shard}`);
+          bytes.set(shard.subarray(piece.offset, piece.offset + piece.nbytes), at);
+          at += piece.nbytes;
+        }
+        return tvm.empty(r.shape, r.dtype, device).copyFromRawBytes(bytes);
+      });
+      return tvm.detachFromCurrentScope(tvm.makeTVMArray(tensors));
+    });
+    await device.sync();
+    return new ChatModel(manifest, backend, tokenizer, mod, params);
+  }
+
+  /** Runs `ids` through the model after the cached tokens; returns the last position's logits. */
+  private async forward(ids: number[]): Promise<Float32Array> {
+    const { tvm, device } = this.mod;
+    const chunk = this.manifest.prefill_chunk_size;
+    const hidden = this.manifest.config.hidden_size;
+    let logits: Float32Array | undefined;
+    for (let start = 0; start < ids.length; start += chunk) {
+      const part = ids.slice(start, start + chunk);
+      if (this.cachedTokens.length + part.length > this.manifest.context_window) {
+        throw new ContextWindowError(
+          `The conversation needs ${this.cachedTokens.length + part.length} tokens but the model's context window is ${this.manifest.context_window}. Start a new conversation or shorten it.`,
+        );
+      }
+      tvm.beginScope();
+      try {
+        const input = tvm.empty([part.length], "int32", device).copyFrom(Int32Array.from(part));
+        const embed = (this.fEmbed(input, this.params) as tvmjs.Tensor).view([1, part.length, hidden]);
+        this.fBegin(this.kv, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([part.length]));
+        // One new token after a cached prefix: the decode kernels (GEMV) are the fast path.
+        const fn = part.length === 1 && this.cachedTokens.length > 0 ? this.fDecode : this.fPrefill;
+        const out = fn(embed, this.kv, this.params) as tvmjs.TVMArray;
+        this.fEnd(this.kv);
+        const onDevice = out.get(0) as tvmjs.Tensor;
+        const host = tvm.empty(onDevice.shape, "float32", tvm.cpu());
+        host.copyFrom(onDevice);
+        await device.sync();
+        logits = Float32Array.from(host.toArray() as Float32Array);
+        this.cachedTokens.push(...part);
+      } finally {
+        tvm.endScope();
+      }
+    }
+    if (!logits) throw new RangeError("forward() needs at least one token");
+    return logits;
+  }
+
+  /** Drops cached tokens after the first `keep`. */
+  private truncateCache(keep: number): void {
+    const drop = this.cachedTokens.length - keep;
+    if (drop > 0) {
+      this.fPopN(this.kv, this.mod.tvm.scalar(0, "int64"), this.mod.tvm.scalar(drop, "int32"));
+      this.cachedTokens.length = keep;
+    }
+  }
+
+  /** Forgets the conversation held in the KV cache. */
+  reset(): void {
+    this.truncateCache(0);
+  }
+
+  /**
+   * Generates after `promptIds`. The longest prefix of the prompt already in the KV
+   * cache (e.g. the previous turns of a conversation) is not computed again.
+   */
+  async generate(promptIds: number[], options: GenerateOptions = {}): Promise<Generation> {
+    if (promptIds.length === 0) throw new RangeError("the prompt has no tokens");
+    const gen = this.manifest.generation;
+    const maxTokens = options.maxTokens ?? gen.max_tokens;
+    const temperature = options.temperature ?? gen.temperature;
+    const topP = options.topP ?? gen.top_p;
+    const stop = new Set(options.stopTokenIds ?? this.manifest.stop_token_ids);
+    const rng = new Pcg32(options.seed ?? Math.floor(Math.random() * 2 ** 32));
+
+    let common = 0;
+    while (common < this.cachedTokens.length && common < promptIds.length - 1 && this.cachedTokens[common] === promptIds[common]) {
+      common++;
+    }
+    this.truncateCache(common);
+    const t0 = performance.now();
+    let logits = await this.forward(promptIds.slice(common));
+    const t1 = performance.now();
+
+    const detok = this.tokenizer.detokenizer();
+    const tokens: number[] = [];
+    let text = "";
+    let finishReason: Generation["finishReason"] = "length";
+    while (tokens.length < maxTokens) {
+      if (options.signal?.aborted) {
+        finishReason = "abort";
+        break;
+      }
+      const token = temperature <= 0 ? argmax(logits) : sample(logits, { temperature, top_p: topP }, rng);
+      tokens.push(token);
+      if (stop.has(token)) {
+        finishReason = "stop";
+        break;
+      }
+      const delta = detok.push(token);
+      text += delta;
+      options.onToken?.(token, delta);
+      if (tokens.length >= maxTokens) break;
+      logits = await this.forward([token]);
+    }
+    const tail = detok.flush();
+    if (tail) {
+      text += tail;
+      options.onToken?.(-1, tail);
+    }
+    return {
+      tokens,
+      text,
+      finishReason,
+      promptTokens: promptIds.length,
+      prefilledTokens: promptIds.length - common,
+      prefillMillis: t1 - t0,
+      decodeMillis: performance.now() - t1,
+    };
+  }
+
+  dispose(): void {
+    this.kv.dispose();
+    this.params.dispose();
+    this.tokenizer.dispose();
+    this.mod.dispose();
+  }
+}
