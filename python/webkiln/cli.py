@@ -80,15 +80,47 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_web_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="build_web", description="package a model for the browser")
-    parser.add_argument("--model", required=True, help="GGUF file, Hugging Face folder or hub id")
-    args = parser.parse_args(argv)
-    print(
-        f"error: packaging models (--model {args.model}) is not available in this version of "
-        "webkiln yet; `webkiln kernel-check` builds the operator check module.",
-        file=sys.stderr,
+    from .package.model import DEFAULT_CONTEXT, DEFAULT_PREFILL_CHUNK
+    from .quant.schemes import SCHEMES
+
+    parser = argparse.ArgumentParser(
+        prog="build_web",
+        description="Package a chat model for the browser: compile it for WebGPU and write "
+        "site/models/<id>/ (manifest, weight shards, tokenizer, .wasm).",
     )
-    return 2
+    parser.add_argument("--model", required=True,
+                        help="a .gguf file, a Hugging Face model folder, or a hub id (org/name)")
+    parser.add_argument("--quantization", default="q4f32", choices=sorted(SCHEMES),
+                        help="weight/activation scheme (default q4f32: runs without shader-f16)")
+    parser.add_argument("--id", dest="model_id", help="model id (default: derived from the source)")
+    parser.add_argument("--out", default=str(DEFAULT_SITE / "models"), help="models folder (default: site/models)")
+    parser.add_argument("--context-window", type=int, default=DEFAULT_CONTEXT,
+                        help=f"KV cache length in tokens (default {DEFAULT_CONTEXT})")
+    parser.add_argument("--prefill-chunk", type=int, default=DEFAULT_PREFILL_CHUNK)
+    parser.add_argument("--fast-link", action="store_true",
+                        help="skip wasm-opt -O3 (much faster build, bigger .wasm; for development)")
+    args = parser.parse_args(argv)
+
+    from .package.model import build_chat_model
+    from .sources import SourceError, load_source
+    from .toolchain.errors import ToolchainError
+    from .toolchain.link import LinkMode
+
+    try:
+        source = load_source(args.model)
+        build_chat_model(
+            source, args.out, args.quantization, model_id=args.model_id,
+            context_window=args.context_window, prefill_chunk=args.prefill_chunk,
+            link_mode=LinkMode.FAST if args.fast_link else LinkMode.RELEASE,
+        )
+    except (SourceError, ToolchainError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # e.g. disk full: the build is atomic, so nothing half-written remains
+        print(f"error: writing the model failed ({err}); no output was left behind. "
+              "Check free disk space and permissions of --out.", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..toolchain.link import LinkMode, fcompile
+from .schedules import relax_pipeline
 from .targets import get_target
 
 
@@ -15,8 +16,8 @@ def build_module(mod, target: str, output: str | Path, mode: LinkMode = LinkMode
     spec = get_target(target)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    # On GPU targets tvm.compile applies dlight's default schedules itself.
-    executable = tvm.compile(mod, target=spec.tvm_target())
+    target_obj = spec.tvm_target()
+    executable = tvm.compile(mod, target=target_obj, relax_pipeline=relax_pipeline(target_obj))
     if spec.artifact == "wasm":
         executable.export_library(str(output), fcompile=fcompile(mode))
     else:

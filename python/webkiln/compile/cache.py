@@ -20,7 +20,7 @@ from ..toolchain.paths import cache_dir
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 # Sources whose content shapes the compiled library.
-_CODE = ("models/llm.py", "quant/formats.py", "compile/build.py", "compile/targets.py", "toolchain/link.py")
+_CODE = ("models/llm.py", "quant/formats.py", "compile/build.py", "compile/schedules.py", "compile/targets.py", "toolchain/link.py")
 
 
 def library_key(parts: dict) -> str:

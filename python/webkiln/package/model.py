@@ -163,7 +163,12 @@ def build_chat_model(
         if final.exists():
             old = out_root / f".{model_id}.old-{os.getpid()}"
             final.rename(old)
-        staging.rename(final)
+        try:
+            staging.rename(final)
+        except BaseException:
+            if old is not None:  # put the previous build back
+                old.rename(final)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         write_index(out_root)

@@ -45,7 +45,9 @@ def plan_weights(source: ModelSource, scheme: Scheme, notice: Callable[[str], No
     return WeightPlan(tuple(formats))
 
 
-_MATRIX_PARAM = re.compile(r"^(?P<path>.+)\.w\.(?P<part>qweight|scale|minimum|weight)$")
+# Linear and embedding matrices live at `<path>.w.<part>`; the untied output head is a
+# bare matrix, `lm_head.<part>`.
+_MATRIX_PARAM = re.compile(r"^(?:(?P<path>.+)\.w|(?P<head>lm_head))\.(?P<part>qweight|scale|minimum|weight)$")
 
 
 def convert_params(
@@ -57,7 +59,7 @@ def convert_params(
     for name, shape, pdtype in params:
         m = _MATRIX_PARAM.match(name)
         if m:
-            path, part = m.group("path"), m.group("part")
+            path, part = m.group("path") or m.group("head"), m.group("part")
             if current is None or current[0] != path:
                 current = (path, _convert_matrix(source, fused[path], plan.format_of(path), dtype))
             array = current[1][part]

@@ -22,6 +22,8 @@ export interface GenerateOptions {
   stopTokenIds?: number[];
   signal?: AbortSignal;
   onToken?: (id: number, textDelta: string) => void;
+  /** Record, per generated token, the gap between the two largest logits (for numerical checks). */
+  recordMargins?: boolean;
 }
 
 export interface Generation {
@@ -33,6 +35,22 @@ export interface Generation {
   prefilledTokens: number;
   prefillMillis: number;
   decodeMillis: number;
+  /** top-1 minus top-2 logit at each step, when requested. */
+  margins?: number[];
+}
+
+function topTwoGap(logits: Float32Array): number {
+  let a = -Infinity;
+  let b = -Infinity;
+  for (const v of logits) {
+    if (v > a) {
+      b = a;
+      a = v;
+    } else if (v > b) {
+      b = v;
+    }
+  }
+  return a - b;
 }
 
 function chooseBackend(manifest: ChatManifest, gpu: GPUContext, requested?: string): [string, BackendEntry] {
@@ -224,12 +242,14 @@ export class ChatModel {
     const tokens: number[] = [];
     let text = "";
     let finishReason: Generation["finishReason"] = "length";
+    const margins: number[] | undefined = options.recordMargins ? [] : undefined;
     while (tokens.length < maxTokens) {
       if (options.signal?.aborted) {
         finishReason = "abort";
         break;
       }
       const token = temperature <= 0 ? argmax(logits) : sample(logits, { temperature, top_p: topP }, rng);
+      margins?.push(topTwoGap(logits));
       tokens.push(token);
       if (stop.has(token)) {
         finishReason = "stop";
@@ -254,6 +274,7 @@ export class ChatModel {
       prefilledTokens: promptIds.length - common,
       prefillMillis: t1 - t0,
       decodeMillis: performance.now() - t1,
+      margins,
     };
   }
 

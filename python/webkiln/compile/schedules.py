@@ -1,0 +1,107 @@
+"""Schedules webkiln applies before dlight's defaults, and the Relax pipeline using them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Names of the reduction blocks of our fused dequantize-matmul tensor expressions
+# (models/llm.py: QuantMatrix.matmul).
+QUANT_MATMUL_BLOCKS = ("linear", "lm_head")
+THREADS = 128
+
+
+def _rowwise_rule():
+    from tvm import s_tir, tirx
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+    from tvm.s_tir.dlight.base import try_inline
+    from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
+
+    class RowwiseQuantMatmul(GPUScheduleRule):
+        """One thread per output element, accumulating in a register over the
+        dequantized row, with no workgroup barriers.
+
+        dlight's GEMV rule reduces each row with a workgroup (64 threads and
+        six barriers per output row). On WebGPU implementations that run
+        workgroups on the CPU (SwiftShader, the fallback adapter) barriers
+        dominate: this rule made decode 5x faster there (BENCHMARKS.md). For
+        prefill it replaces dlight's fallback (which re-read and re-wrote the
+        accumulator in global memory on every step).
+        """
+
+        def apply(self, func: Any, target: Any, _: bool):
+            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+                return None
+            sch = s_tir.Schedule(func)
+            infos = normalize_prim_func(sch)
+            if infos is None:
+                return None
+            infos = try_inline(sch, infos)
+            reductions = [b for b in infos if b.is_reduction()]
+            if len(reductions) != 1 or sch.get(reductions[0].block_rv).name_hint not in QUANT_MATMUL_BLOCKS:
+                return None
+            red = reductions[0]
+            others = [b for b in infos if b is not red]
+            if len(others) > 1 or any(not b.is_injective() for b in others):
+                return None
+            block = red.block_rv
+            loops = sch.get_loops(block)
+            kinds = red.dom_kind()
+            spatial = [l for l, k in zip(loops, kinds) if k == "S"]
+            reduce = [l for l, k in zip(loops, kinds) if k == "R"]
+            if len(reduce) != 1 or len(spatial) + len(reduce) != len(loops):
+                return None
+            bx, tx = sch.split(sch.fuse(*spatial), factors=[None, THREADS])
+            sch.bind(bx, "blockIdx.x")
+            sch.bind(tx, "threadIdx.x")
+            if others:  # an elementwise epilogue (bias, residual add) per output
+                sch.reverse_compute_at(others[0].block_rv, tx)
+                sch.set_scope(block, 0, "local")
+            else:
+                sch.reverse_compute_at(sch.cache_write(block, 0, "local"), tx)
+            extent = sch.get(reduce[0]).extent
+            if isinstance(extent, tirx.IntImm) and extent.value % 8 == 0:
+                ko, ki = sch.split(reduce[0], factors=[None, 8])
+                sch.unroll(ki)
+                sch.decompose_reduction(block, ko)
+            else:
+                sch.decompose_reduction(block, reduce[0])
+            return sch
+
+    return RowwiseQuantMatmul()
+
+
+def relax_pipeline(target: Any):
+    """The Relax pipeline for `target`: TVM's default, plus our rule first on GPU targets."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import dlight as dl
+
+    if target.kind.name != "webgpu":
+        return "default"
+    from tvm.relax.backend.gpu_generic import pipeline as gpu
+
+    @tvm.transform.module_pass(opt_level=0)
+    def _pipeline(mod, _ctx):
+        with target:
+            legalize = [
+                relax.transform.LegalizeOps(),
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(),
+                relax.transform.FuseOps(),
+                relax.transform.FuseTIR(),
+                dl.ApplyDefaultSchedule(
+                    _rowwise_rule(),
+                    dl.gpu.Matmul(),
+                    dl.gpu.GEMV(),
+                    dl.gpu.Reduction(),
+                    dl.gpu.GeneralReduction(),
+                    dl.gpu.Fallback(),
+                ),
+            ]
+            seq = tvm.transform.Sequential(
+                gpu.library_dispatch_passes(target) + legalize
+                + gpu.dataflow_lower_passes(target) + gpu.finalize_passes(target)
+            )
+            return seq(mod)
+
+    return _pipeline

@@ -1,0 +1,114 @@
+"""The default chat model built with build_web generates, in headless Chromium on
+WebGPU (SwiftShader here), exactly the tokens `transformers` generates on the CPU
+from the same GGUF (Q4_1 weights kept as they are, f32 activations)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import REPO, LiveServer
+from conftest_models import smollm2_gguf  # noqa: F401  (session fixture)
+from reference_lm import greedy
+
+PROMPTS = [
+    "Write a short poem about the sea.",
+    "Explain how a bicycle works in a few sentences.",
+    "Give me three tips for learning a new language.",
+]
+NEW_TOKENS = 32
+# When f32 rounding differs between two correct implementations, a greedy choice
+# can flip only where the reference's top two logits are this close.
+TIE_MARGIN = 1e-3
+
+
+@pytest.fixture(scope="session")
+def chat_site(tmp_path_factory, smollm2_gguf, web_bundle):  # noqa: F811
+    from webkiln.package.model import build_chat_model
+    from webkiln.sources import load_source
+    from webkiln.toolchain.link import LinkMode
+
+    root = tmp_path_factory.mktemp("chat-site")
+    shutil.copytree(REPO / "site", root, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("kernel-check", "models"))
+    model_dir = build_chat_model(load_source(smollm2_gguf), root / "models", "q4f32",
+                                 link_mode=LinkMode.FAST, log=lambda _: None)
+    return root, model_dir
+
+
+@pytest.fixture(scope="module")
+def chat_page(browser, chat_site):
+    root, model_dir = chat_site
+    with LiveServer(root) as server:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{server.url}/chat.html")
+        page.wait_for_function("window.webkilnChat !== undefined")
+        info = page.evaluate("(u) => window.webkilnChat.load(u)", f"models/{model_dir.name}/manifest.json")
+        assert info["backend"] == "webgpu-f32"
+        yield page
+        context.close()
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_tokens_equal_transformers(chat_page, smollm2_gguf, prompt):  # noqa: F811
+    ref = greedy(smollm2_gguf, prompt, NEW_TOKENS)
+    assert len(ref.tokens) == NEW_TOKENS
+    # The browser's tokenizer (converted from the GGUF at build time) agrees with transformers'.
+    assert chat_page.evaluate("(t) => window.webkilnChat.encode(t)", ref.prompt_text) == ref.prompt_ids
+
+    chat_page.evaluate("() => window.webkilnChat.reset()")
+    got = chat_page.evaluate(
+        "(ids) => window.webkilnChat.generate(ids, {maxTokens: %d, temperature: 0, stopTokenIds: [], recordMargins: true})"
+        % NEW_TOKENS, ref.prompt_ids)
+    tokens = got["tokens"]
+    assert len(tokens) == NEW_TOKENS
+    if tokens != ref.tokens:
+        i = next(k for k, (a, b) in enumerate(zip(tokens, ref.tokens)) if a != b)
+        logits = ref.logits[i]
+        gap = float(logits[ref.tokens[i]] - logits[tokens[i]])
+        assert gap <= TIE_MARGIN, (
+            f"token {i} differs: browser {tokens[i]}, transformers {ref.tokens[i]}; "
+            f"transformers' logit gap between them is {gap:.3g} (> {TIE_MARGIN}): a real difference"
+        )
+        pytest.xfail(f"tokens agree up to position {i}, where the reference's top two logits "
+                     f"are within {gap:.2g} (f32 rounding tie)")
+    # Streaming produced the text piece by piece, and the pieces add up to the whole.
+    assert "".join(got["deltas"]) == got["text"]
+    assert len([d for d in got["deltas"] if d]) > NEW_TOKENS // 2
+
+
+def test_stop_token_and_max_tokens(chat_page, smollm2_gguf):  # noqa: F811
+    ref = greedy(smollm2_gguf, "What is the capital of France?", 12)
+    chat_page.evaluate("() => window.webkilnChat.reset()")
+    got = chat_page.evaluate("(ids) => window.webkilnChat.generate(ids, {maxTokens: 12, temperature: 0})",
+                             ref.prompt_ids)
+    stop = ref.tokens.index(2) + 1 if 2 in ref.tokens else len(ref.tokens)
+    assert got["tokens"] == ref.tokens[:stop]
+    assert got["finishReason"] == "stop" and got["text"].strip() == "The capital of France is Paris."
+    short = chat_page.evaluate("(ids) => window.webkilnChat.generate(ids, {maxTokens: 3, temperature: 0})",
+                               ref.prompt_ids)
+    assert short["tokens"] == ref.tokens[:3] and short["finishReason"] == "length"
+    # The whole prompt was cached by the previous call: only its last token is computed again.
+    assert short["prefilledTokens"] == 1
+
+
+def test_seeded_sampling_is_reproducible(chat_page, smollm2_gguf):  # noqa: F811
+    ref = greedy(smollm2_gguf, "Tell me a fun fact.", 1)
+    runs = [chat_page.evaluate(
+        "(ids) => window.webkilnChat.generate(ids, {maxTokens: 6, temperature: 0.9, topP: 0.95, seed: 1234})",
+        ref.prompt_ids)["tokens"] for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_manifest_describes_the_build(chat_site):
+    _, model_dir = chat_site
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["task"] == "chat" and manifest["architecture"] == "llama"
+    assert manifest["quantization"] == "q4f32"
+    assert 2 in manifest["stop_token_ids"]
+    assert "<|im_start|>" in manifest["chat_template"]
+    assert all(np.isfinite(v) for v in manifest["memory"].values())
