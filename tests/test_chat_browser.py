@@ -112,3 +112,18 @@ def test_manifest_describes_the_build(chat_site):
     assert 2 in manifest["stop_token_ids"]
     assert "<|im_start|>" in manifest["chat_template"]
     assert all(np.isfinite(v) for v in manifest["memory"].values())
+
+
+def test_prefix_reuse_matches_fresh_prefill(chat_page, smollm2_gguf):  # noqa: F811
+    """A second conversation sharing the system prompt reuses the cached prefix and
+    still generates what a fresh prefill generates."""
+    first = greedy(smollm2_gguf, "What is the capital of France?", 2)
+    second = greedy(smollm2_gguf, "Tell me a fun fact.", 4)
+    shared = next(i for i, (x, y) in enumerate(zip(first.prompt_ids, second.prompt_ids)) if x != y)
+    assert shared > 10  # the chat template's system prompt
+    run = "(ids) => window.webkilnChat.generate(ids, {maxTokens: %d, temperature: 0, stopTokenIds: []})"
+    chat_page.evaluate("() => window.webkilnChat.reset()")
+    chat_page.evaluate(run % 2, first.prompt_ids)
+    got = chat_page.evaluate(run % 4, second.prompt_ids)
+    assert got["prefilledTokens"] == len(second.prompt_ids) - shared
+    assert got["tokens"] == second.tokens

@@ -14,7 +14,7 @@ BACKENDS = ("webgpu", "wasm-cpu")
 
 
 def run_in_page(page, live_server, backend: str, spec: dict) -> dict:
-    page.goto(f"{live_server.url}/index.html")
+    page.goto(f"{live_server.url}/kernel-check.html")
     page.wait_for_function("window.webkiln !== undefined")
     return page.evaluate(
         "([url, backend, spec]) => window.webkiln.runKernelCheck(url, backend, spec)",
@@ -42,7 +42,7 @@ def test_kernels_match_numpy(page, live_server, backend, entry, rows):
 def test_webgpu_and_cpu_in_one_page(page, live_server):
     """Both backends load side by side in the same page and agree."""
     spec, _ = make_spec(kc.KernelCheckConfig(), "prefill", rows=3, seed=7)
-    page.goto(f"{live_server.url}/index.html")
+    page.goto(f"{live_server.url}/kernel-check.html")
     page.wait_for_function("window.webkiln !== undefined")
     results = page.evaluate(
         """async (spec) => Promise.all(['webgpu', 'wasm-cpu'].map(b =>
@@ -54,7 +54,7 @@ def test_webgpu_and_cpu_in_one_page(page, live_server):
 
 
 def test_webgpu_device_gets_adapter_limits(page, live_server):
-    page.goto(f"{live_server.url}/index.html")
+    page.goto(f"{live_server.url}/kernel-check.html")
     page.wait_for_function("window.webkiln !== undefined")
     info = page.evaluate("window.webkiln.describeGPU()")
     # SwiftShader offers 1 GiB bindings; the device must have asked for them, not kept the 128 MiB default.
@@ -64,7 +64,7 @@ def test_webgpu_device_gets_adapter_limits(page, live_server):
 
 
 def test_kernel_check_page_reports_pass(page, live_server, site_root):
-    page.goto(f"{live_server.url}/")
+    page.goto(f"{live_server.url}/kernel-check.html")
     page.wait_for_function("document.getElementById('status').textContent !== 'Running…'", timeout=120_000)
     status = page.inner_text("#status")
     assert status == "All kernels match the NumPy reference.", status

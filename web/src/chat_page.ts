@@ -1,16 +1,29 @@
-// The chat page (a simple one; the full app is its own piece of work) and the
-// `window.webkiln.chat` handle the tests drive.
+// The chat page: `window.webkilnChat` (the handle the tests drive) and, on pages
+// that have the chat UI elements (site/index.html), the chat UI itself. Both share
+// one loaded model.
 
-import { ChatModel, type GenerateOptions } from "./llm/chat_model";
+import { ChatModel, type GenerateOptions, type LoadChatOptions } from "./llm/chat_model";
+import { startChatUI } from "./chat_ui";
 
 let current: ChatModel | undefined;
 
-async function load(manifestUrl: string, backend?: string) {
+/** Loads a model (disposing the previous one); the UI and `window.webkilnChat` share it. */
+export async function loadModel(manifestUrl: string, options: LoadChatOptions = {}): Promise<ChatModel> {
   current?.dispose();
   current = undefined;
+  current = await ChatModel.load(manifestUrl, options);
+  return current;
+}
+
+/** The loaded model, if any. */
+export function currentModel(): ChatModel | undefined {
+  return current;
+}
+
+async function load(manifestUrl: string, backend?: string) {
   const started = performance.now();
-  current = await ChatModel.load(manifestUrl, { backend });
-  return { id: current.manifest.id, backend: current.backend, millis: performance.now() - started };
+  const m = await loadModel(manifestUrl, { backend });
+  return { id: m.manifest.id, backend: m.backend, millis: performance.now() - started };
 }
 
 function model(): ChatModel {
@@ -34,3 +47,7 @@ declare global {
   }
 }
 window.webkilnChat = { load, generate, encode, reset: () => model().reset() };
+
+if (document.getElementById("chat")) {
+  void startChatUI({ loadModel, currentModel });
+}

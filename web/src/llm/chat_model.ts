@@ -235,7 +235,17 @@ export class ChatModel {
     }
     this.truncateCache(common);
     const t0 = performance.now();
-    let logits = await this.forward(promptIds.slice(common));
+    let logits: Float32Array = new Float32Array(0);
+    if (common === 0) {
+      logits = await this.forward(promptIds);
+    } else {
+      // KNOWN ISSUE: TVM 0.27's WebGPU kernel for prefilling several tokens on top of
+      // cached pages (batch_prefill_paged_kv) gives wrong results here (tests/
+      // test_chat_browser.py::test_prefix_reuse_matches_fresh_prefill); the same flow
+      // is right natively. Until it is fixed, new tokens after a cached prefix go
+      // through the decode kernels one at a time, which are verified.
+      for (const id of promptIds.slice(common)) logits = await this.forward([id]);
+    }
     const t1 = performance.now();
 
     const detok = this.tokenizer.detokenizer();
