@@ -9,8 +9,6 @@ from __future__ import annotations
 import bisect
 import math
 import shutil
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest

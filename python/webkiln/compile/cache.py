@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..toolchain.paths import cache_dir
+from ..hashing import sha256_file
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 # Sources whose content shapes the compiled library.
@@ -32,14 +33,6 @@ def library_key(parts: dict) -> str:
     return h.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cached_library(parts: dict, build: Callable[[Path], None]) -> tuple[Path, bool]:
     """-> (path of the cached library, whether it was reused). `build(path)` writes it."""
     key = library_key(parts)
@@ -47,7 +40,7 @@ def cached_library(parts: dict, build: Callable[[Path], None]) -> tuple[Path, bo
     lib, meta = directory / f"{key}.wasm", directory / f"{key}.json"
     try:
         recorded = json.loads(meta.read_text())
-        if lib.stat().st_size == recorded["size"] and _sha256(lib) == recorded["sha256"]:
+        if lib.stat().st_size == recorded["size"] and sha256_file(lib) == recorded["sha256"]:
             return lib, True
     except (OSError, ValueError, KeyError):
         pass
@@ -56,7 +49,7 @@ def cached_library(parts: dict, build: Callable[[Path], None]) -> tuple[Path, bo
         out = Path(tmp) / "lib.wasm"
         build(out)
         (Path(tmp) / "meta.json").write_text(json.dumps(
-            {"size": out.stat().st_size, "sha256": _sha256(out), "parts": parts}, default=str, indent=1))
+            {"size": out.stat().st_size, "sha256": sha256_file(out), "parts": parts}, default=str, indent=1))
         shutil.move(str(out), lib)
         shutil.move(str(Path(tmp) / "meta.json"), meta)  # written last: marks the entry complete
     return lib, False

@@ -8,7 +8,6 @@ docs/FORMAT.md; manifest.json is the single description of a built model.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from ..quant.schemes import get_scheme
 from ..sources.base import ModelSource
 from ..toolchain.link import LinkMode
 from .shards import write_shards
+from ..hashing import sha256_file
 
 FORMAT_VERSION = 1
 PAGE_SIZE = 16
@@ -37,14 +37,6 @@ def default_model_id(source: ModelSource, quantization: str) -> str:
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", source.name).strip("-.").lower() or "model"
     base = re.sub(r"\.(q\d_\d|q\d_k(_[sml])?|f16|f32|bf16)$", "", base)
     return f"{base}-{quantization}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Progress:
@@ -129,7 +121,7 @@ def build_chat_model(
         for entry in backend_entries.values():
             entry["required_limits"] = {"maxStorageBufferBindingSize": largest, "maxBufferSize": largest}
         kv_bytes = _kv_cache_bytes(cfg, context_window, scheme.activation_dtype)
-        files = [{"path": p.name, "size": p.stat().st_size, "sha256": _sha256(p)}
+        files = [{"path": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)}
                  for p in sorted(staging.iterdir()) if p.is_file()]
         manifest = {
             "format": FORMAT_VERSION,

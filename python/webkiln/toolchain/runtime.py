@@ -33,6 +33,7 @@ from .errors import ToolchainError
 from .paths import cache_dir
 from .pins import LLVM_MAJOR, TVM_TIRX_VERSION
 from .system import Emscripten, find_emscripten
+from ..hashing import sha256_file
 
 UNITS = ("wasm_runtime", "tvmjs_support", "webgpu_runtime")
 COMPILE_FLAGS = ("-O3", "-std=c++17", "-Wno-ignored-attributes")
@@ -88,14 +89,6 @@ def runtime_dir(emcc: Emscripten | None = None) -> Path:
     return cache_dir() / "runtime" / f"tvm-{tvm_version}-{cache_key(emcc)[:16]}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify(directory: Path) -> list[Path] | None:
     """The runtime objects if `directory` holds a complete, intact build; otherwise None."""
     try:
@@ -105,7 +98,7 @@ def verify(directory: Path) -> list[Path] | None:
         for unit in UNITS:
             entry = files[f"{unit}.o"]
             path = directory / f"{unit}.o"
-            if path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
+            if path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
                 return None
             objects.append(path)
         return objects
@@ -217,7 +210,7 @@ def ensure_runtime(log=print) -> RuntimeLibs:
                 "key": cache_key(emcc),
                 "emcc": emcc.version,
                 "files": {
-                    p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+                    p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
                     for p in sorted(out.glob("*.o"))
                 },
             }
