@@ -289,6 +289,9 @@ export class ChatModel {
   }
 
   dispose(): void {
+    for (const f of [this.fEmbed, this.fPrefill, this.fDecode, this.fBegin, this.fEnd, this.fAdd, this.fPopN]) {
+      f.dispose();
+    }
     this.kv.dispose();
     this.params.dispose();
     this.tokenizer.dispose();
