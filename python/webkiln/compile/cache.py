@@ -16,8 +16,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..toolchain.paths import cache_dir
 from ..hashing import sha256_file
+from ..toolchain.paths import cache_dir
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 # Sources whose content shapes the compiled library.

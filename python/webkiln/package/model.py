@@ -20,12 +20,12 @@ from pathlib import Path
 from .. import __version__
 from ..compile.cache import cached_library
 from ..compile.targets import get_target
+from ..hashing import sha256_file
 from ..quant.convert import convert_params, plan_weights
 from ..quant.schemes import get_scheme
 from ..sources.base import ModelSource
 from ..toolchain.link import LinkMode
 from .shards import write_shards
-from ..hashing import sha256_file
 
 FORMAT_VERSION = 1
 PAGE_SIZE = 16

