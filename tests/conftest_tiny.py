@@ -172,6 +172,14 @@ def compile_native(source, plan, out: Path, dtype: str = "float32", prefill_chun
     return Native(NativeLM(lib, list(params.values()), context, prefill_chunk), params, plan)
 
 
+def export_params(source, plan, dtype: str = "float32") -> list[tuple[str, tuple, str]]:
+    """The model's (name, shape, dtype) parameters in the packed order, without compiling."""
+    from webkiln.models.llm import build_model_class
+
+    model = build_model_class()(source.config, plan, dtype, None)
+    return [(n, tuple(int(d) for d in p.shape), str(p.dtype)) for n, p in model.named_parameters()]
+
+
 def dequantized_state(source, plan, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Hugging Face name -> the float32 matrix the kernels see: each stored (fused) matrix
     dequantized with its format's NumPy reference and split back into source tensors."""

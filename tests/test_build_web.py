@@ -42,6 +42,7 @@ from test_sources import (  # noqa: F401  (session fixtures)
 from webkiln.cli import build_web_main
 from webkiln.package.shards import MAX_SHARD_BYTES, write_shards
 from webkiln.quant.convert import convert_params, plan_weights
+from webkiln.quant.formats import FORMATS
 from webkiln.quant.schemes import get_scheme
 from webkiln.sources import load_source
 from webkiln.toolchain.link import LinkMode
@@ -55,11 +56,13 @@ REUSED = "reused from the compile cache"
 # --- tiny models natively against transformers --------------------------------------
 
 
-@pytest.mark.parametrize("arch,scheme_name", [("llama", "q0f32"), ("llama", "q4f32"), ("qwen2", "q0f32")])
+@pytest.mark.parametrize("arch,scheme_name", [("llama", "q0f32"), ("llama", "q4f32"), ("qwen2", "q0f32"),
+                                              ("llama", "q0f16")])
 def test_tiny_model_matches_transformers(request, tmp_path, arch, scheme_name):
     """Prefill logits (the prompt spans two prefill chunks) and 16 greedy tokens equal
-    transformers' on the same weights: the source's for q0f32, the dequantized 4-bit
-    weights (loaded back into the torch model) for q4f32."""
+    transformers' on the same weights: the source's for q0f32, the dequantized 4-bit or
+    f16-rounded weights (loaded back into the torch model) for q4f32 and q0f16 (whose
+    f32 library decodes its packed halves to f32)."""
     import tvm
 
     tiny = request.getfixturevalue(f"tiny_{arch}")
@@ -79,8 +82,9 @@ def test_tiny_model_matches_transformers(request, tmp_path, arch, scheme_name):
         reference = with_weights(tiny.model, dequantized_state(source, plan, native.params))
         expected_greedy, gap = hf_greedy(reference, PROMPT, GREEDY_TOKENS)
         assert gap > MIN_TOP2_GAP  # no near-tie an allowed logits difference could flip
-        # The 4-bit weights really are different from the float ones.
-        assert np.abs(hf_logits(reference, PROMPT) - hf_logits(tiny.model, PROMPT)).max() > 100 * LOGITS_TOLERANCE
+        # The stored weights really are different from the float ones.
+        changed = np.abs(hf_logits(reference, PROMPT) - hf_logits(tiny.model, PROMPT)).max()
+        assert changed > (100 * LOGITS_TOLERANCE if FORMATS[scheme.weight_format].quantized else 0)
 
     # The embedding lookup returns the (dequantized) matrix rows exactly.
     lm = native.lm

@@ -12,7 +12,18 @@ import pytest
 
 from conftest import REPO, LiveServer
 from conftest_models import smollm2_gguf  # noqa: F401  (session fixture)
+from conftest_tiny import (  # noqa: F401  (tiny_llama: session fixture)
+    GREEDY_TOKENS,
+    MIN_TOP2_GAP,
+    PROMPT,
+    dequantized_state,
+    export_params,
+    hf_greedy,
+    tiny_llama,
+    with_weights,
+)
 from reference_lm import greedy
+from webkiln.quant.convert import convert_params
 
 PROMPTS = [
     "Write a short poem about the sea.",
@@ -127,3 +138,38 @@ def test_prefix_reuse_matches_fresh_prefill(chat_page, smollm2_gguf):  # noqa: F
     got = chat_page.evaluate(run % 4, second.prompt_ids)
     assert got["prefilledTokens"] == len(second.prompt_ids) - shared
     assert got["tokens"] == second.tokens
+
+
+def test_q0f16_runs_on_the_f32_library(browser, web_bundle, tiny_llama, tmp_path):  # noqa: F811
+    """q0f16 weights (f16 halves packed in uint32) run on the webgpu-f32 library, which
+    needs no shader-f16: greedy tokens equal transformers' on the f16-rounded weights."""
+    from webkiln.package.model import build_chat_model
+    from webkiln.quant.convert import plan_weights
+    from webkiln.quant.schemes import get_scheme
+    from webkiln.sources import load_source
+    from webkiln.toolchain.link import LinkMode
+
+    source = load_source(tiny_llama.folder)
+    root = tmp_path / "site"
+    shutil.copytree(REPO / "site", root, ignore=shutil.ignore_patterns("kernel-check", "models"))
+    model_dir = build_chat_model(source, root / "models", "q0f16", link_mode=LinkMode.FAST, log=lambda _: None)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert {k: v["required_features"] for k, v in manifest["backends"].items()} == {
+        "webgpu-f32": [], "webgpu-f16": ["shader-f16"]}
+
+    plan = plan_weights(source, get_scheme("q0f16"))
+    params = dict(convert_params(source, plan, "float32", export_params(source, plan)))
+    reference = with_weights(tiny_llama.model, dequantized_state(source, plan, params))
+    expected, gap = hf_greedy(reference, PROMPT, GREEDY_TOKENS)
+    assert gap > MIN_TOP2_GAP
+    with LiveServer(root) as server:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{server.url}/chat.html")
+        page.wait_for_function("window.webkilnChat !== undefined")
+        info = page.evaluate("(u) => window.webkilnChat.load(u, 'webgpu-f32')", f"models/{model_dir.name}/manifest.json")
+        assert info["backend"] == "webgpu-f32"
+        got = page.evaluate("(ids) => window.webkilnChat.generate(ids, {maxTokens: %d, temperature: 0, stopTokenIds: []})"
+                            % GREEDY_TOKENS, PROMPT)
+        context.close()
+    assert got["tokens"] == expected

@@ -114,6 +114,40 @@ def test_float_format_is_exact(dtype):
         assert fmt.dequantize(arrays).tobytes() == w.tobytes()
 
 
+def test_f16_packed_stores_halves_two_to_a_word():
+    fmt = FORMATS["f16_packed"]
+    w = _weights(4)
+    arrays = fmt.quantize(w, "float32")
+    assert list(arrays) == ["weight"] and arrays["weight"].dtype == np.uint32
+    assert arrays["weight"].shape == (w.shape[0], w.shape[1] // 2)
+    halves = w.astype(np.float16).view(np.uint16).astype(np.uint32)
+    # Documented layout: element 2i in the low half of word i, element 2i + 1 in the high half.
+    np.testing.assert_array_equal(arrays["weight"], halves[:, 0::2] | (halves[:, 1::2] << 16))
+    np.testing.assert_array_equal(fmt.dequantize(arrays), w.astype(np.float16).astype(np.float32))
+    with pytest.raises(ValueError, match="even"):
+        fmt.param_specs(8, 33, "float32")
+
+
+def test_f16_decode_kernel_is_exact_for_every_half(tmp_path):
+    """The TIR bit decoding f32 kernels use for f16_packed weights, compiled natively,
+    against NumPy's float16 -> float32 for all 65,536 bit patterns (NaNs by class)."""
+    import tvm
+    from tvm import te
+
+    fmt = FORMATS["f16_packed"]
+    words = te.placeholder((1, 32768), "uint32", name="weight")
+    out = te.compute((1, 65536), lambda r, c: fmt.value_te({"weight": words}, r, c, "float32"), name="decoded")
+    lib = tvm.compile(te.create_prim_func([words, out]), target="llvm")
+    halves = np.arange(65536, dtype=np.uint32)
+    packed = (halves[0::2] | (halves[1::2] << 16)).reshape(1, -1)
+    result = tvm.runtime.empty((1, 65536), "float32")
+    lib(tvm.runtime.tensor(packed), result)
+    got, want = result.numpy()[0], halves.astype(np.uint16).view(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(got), nan)
+    assert got[~nan].view(np.uint32).tolist() == want[~nan].view(np.uint32).tolist()  # signed zeros too
+
+
 def test_in_features_must_be_a_multiple_of_the_group():
     with pytest.raises(ValueError, match="divisible by 32"):
         FORMATS["q4_sym"].param_specs(8, 48, "float32")
@@ -181,7 +215,9 @@ def test_every_scheme_plans_exports_and_converts(tiny_llama, gguf_source):
         assert [path for path, _ in plan.formats] == list(matrix_sources(hf_source))
         model = CausalLM(hf_source.config, plan, scheme.activation_dtype, None)
         params = [(n, tuple(int(d) for d in p.shape), str(p.dtype)) for n, p in model.named_parameters()]
-        assert any(name.endswith(".qweight") for name, _, _ in params) == (scheme.weight_format != "float")
+        assert any(name.endswith(".qweight") for name, _, _ in params) == FORMATS[scheme.weight_format].quantized
+        # Every stored matrix is readable by the f32 library (no f16 buffers): q0f16 packs its halves.
+        assert all(dtype in ("float32", "uint32") for _, _, dtype in params)
         converted = list(convert_params(hf_source, plan, scheme.activation_dtype, params))
         assert [(n, a.shape, str(a.dtype)) for n, a in converted] == params
 

@@ -11,14 +11,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..quant import group_q4
+from ..quant.formats import FORMATS
+
+# The chat models' 4-bit format (GGUF Q4_0 layout), so the check covers their dequantization.
+Q4 = FORMATS["q4_sym"]
 
 
 @dataclass(frozen=True)
 class KernelCheckConfig:
     hidden: int = 128
     vocab: int = 96
-    group_size: int = 32
     eps: float = 1e-5
 
 
@@ -33,17 +35,21 @@ def build_ir(config: KernelCheckConfig = KernelCheckConfig()):
         def __init__(self) -> None:
             self.norm = nn.RMSNorm(config.hidden, axes=-1, epsilon=config.eps, bias=False)
             self.proj = nn.Linear(config.hidden, config.hidden, bias=True)
-            self.q_weight = nn.Parameter((config.vocab, config.hidden // group_q4.PER_WORD), "uint32")
-            self.q_scale = nn.Parameter((config.vocab, config.hidden // config.group_size), "float32")
+            specs = Q4.param_specs(config.vocab, config.hidden, "float32")
+            self.q_weight = nn.Parameter(*specs["qweight"])
+            self.q_scale = nn.Parameter(*specs["scale"])
 
         def _run(self, x):
             normed = self.norm(x)
             projected = self.proj(normed)
-            weight = nn.tensor_expr_op(
-                lambda q, s: group_q4.dequantize_te(q, s, config.group_size),
-                "dequantize",
-                [self.q_weight, self.q_scale],
-            )
+            def dequantize(q, s):
+                from tvm import te
+
+                return te.compute((config.vocab, config.hidden),
+                                  lambda r, c: Q4.value_te({"qweight": q, "scale": s}, r, c, "float32"),
+                                  name="dequantize")
+
+            weight = nn.tensor_expr_op(dequantize, "dequantize", [self.q_weight, self.q_scale])
             logits = nn.matmul(projected, nn.permute_dims(weight, [1, 0]))
             return normed, projected, logits, nn.softmax(logits, axis=-1)
 
@@ -64,9 +70,8 @@ def build_ir(config: KernelCheckConfig = KernelCheckConfig()):
 def make_params(config: KernelCheckConfig, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     h = config.hidden
-    q_weight, q_scale = group_q4.quantize(
-        rng.standard_normal((config.vocab, h)).astype(np.float32) * 0.2, config.group_size
-    )
+    stored = Q4.quantize(rng.standard_normal((config.vocab, h)).astype(np.float32) * 0.2, "float32")
+    q_weight, q_scale = stored["qweight"], stored["scale"]
     return {
         "norm.weight": (1.0 + 0.1 * rng.standard_normal(h)).astype(np.float32),
         "proj.weight": (rng.standard_normal((h, h)) / np.sqrt(h)).astype(np.float32),
@@ -82,7 +87,7 @@ def reference(config: KernelCheckConfig, params: dict[str, np.ndarray], x: np.nd
     normed = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + config.eps)
     normed = normed * params["norm.weight"]
     projected = normed @ params["proj.weight"].T.astype(np.float64) + params["proj.bias"]
-    weight = group_q4.dequantize(params["q_weight"], params["q_scale"], config.group_size)
+    weight = Q4.dequantize({"qweight": params["q_weight"], "scale": params["q_scale"]})
     logits = projected @ weight.T.astype(np.float64)
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probs = e / e.sum(axis=-1, keepdims=True)

@@ -84,7 +84,7 @@ def build_model_class():
             return [getattr(self, n) for n in self._names]
 
         def matmul(self, x, name: str):
-            if not self.fmt.quantized:
+            if not self.fmt.packed:
                 return nn.matmul(x, nn.permute_dims(self.weight, [1, 0]))
             names = self._names
 

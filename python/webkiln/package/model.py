@@ -71,10 +71,10 @@ def build_chat_model(
     context_window = min(context_window, cfg.context_length)
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    # Quantized schemes store scales in f32, so one set of shards serves an f32 library
-    # (any device) and an f16 one (shader-f16). q0f16 stores its weights in f16, which
-    # WGSL cannot read without shader-f16: it has only the f16 library.
-    backends = [] if scheme.name == "q0f16" else [("webgpu-f32", "float32")]
+    # Weights are stored the same way whatever the activation dtype (f32 scales; q0f16's
+    # f16 values packed in uint32), so one set of shards serves an f32 library (any
+    # device) and an f16 one (shader-f16).
+    backends = [("webgpu-f32", "float32")]
     if scheme.activation_dtype == "float16":
         backends.append(("webgpu-f16", "float16"))
     progress = Progress(4 + len(backends), log)

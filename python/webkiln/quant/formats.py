@@ -2,6 +2,10 @@
 and dequantized. Quantized formats store 32-value groups along `in`; 4-bit
 values are packed eight to a uint32 (element k of a row in word k // 8, bits
 4 * (k % 8)), 8-bit values four to a uint32 (bytes k % 4, little endian).
+`f16_packed` stores plain f16 values two to a uint32 (element k in the low half of
+word k // 2 when k is even): WGSL without `shader-f16` cannot declare an f16 buffer,
+so the kernels decode the bits to f32 arithmetically and f16 weights serve the f32
+library as well as the f16 one.
 
 The GGUF block types Q4_0, Q4_1 and Q8_0 map onto `q4_sym`, `q4_affine` and
 `q8_sym` exactly: their f16 scales (and Q4_1 minimums) widen to f32 without
@@ -22,19 +26,28 @@ GGML_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
 @dataclass(frozen=True)
 class WeightFormat:
     name: str
-    bits: int  # 4, 8, or 0 for plain floats
+    bits: int  # 4 or 8 (quantized), 16 (f16_packed), or 0 for plain floats
     has_min: bool
     zero_point: int
     description: str
 
     @property
     def quantized(self) -> bool:
+        return self.bits in (4, 8)
+
+    @property
+    def packed(self) -> bool:
+        """Stored in uint32 words and read through `value_te` (not a plain float matrix)."""
         return self.bits != 0
 
     def param_specs(self, out_f: int, in_f: int, dtype: str) -> dict[str, tuple[tuple[int, ...], str]]:
         """Parameter name -> (shape, dtype) of the stored arrays."""
-        if not self.quantized:
+        if not self.packed:
             return {"weight": ((out_f, in_f), dtype)}
+        if self.bits == 16:
+            if in_f % 2:
+                raise ValueError(f"{self.name} needs an even in_features, got {in_f}")
+            return {"weight": ((out_f, in_f // 2), "uint32")}
         if in_f % GROUP:
             raise ValueError(f"{self.name} needs in_features divisible by {GROUP}, got {in_f}")
         # Scales and minimums stay f32 whatever the activation dtype: the f32 and
@@ -51,8 +64,10 @@ class WeightFormat:
     def quantize(self, weight: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
         """Float weights -> stored arrays (used when a source is not already in this format)."""
         w = weight.astype(np.float32)
-        if not self.quantized:
+        if not self.packed:
             return {"weight": w.astype(dtype)}
+        if self.bits == 16:
+            return {"weight": np.ascontiguousarray(w.astype(np.float16)).view(np.uint32)}
         out_f, in_f = w.shape
         groups = w.reshape(out_f, in_f // GROUP, GROUP)
         if self.has_min:
@@ -99,8 +114,10 @@ class WeightFormat:
     # ------------------------------------------------------------------ dequantizing
     def dequantize(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """NumPy reference of the kernels' dequantization (float32, same arithmetic)."""
-        if not self.quantized:
+        if not self.packed:
             return arrays["weight"].astype(np.float32)
+        if self.bits == 16:
+            return np.ascontiguousarray(arrays["weight"]).view(np.float16).astype(np.float32)
         packed = arrays["qweight"]
         per_word = 32 // self.bits
         shifts = (np.arange(per_word, dtype=np.uint32) * self.bits)[None, None, :]
@@ -116,8 +133,13 @@ class WeightFormat:
         """TIR expression for element [row, col] of the dequantized matrix."""
         from tvm import tirx
 
-        if not self.quantized:
+        if not self.packed:
             return params["weight"][row, col].astype(dtype)
+        if self.bits == 16:
+            word = params["weight"][row, col // 2]
+            half = tirx.bitwise_and(tirx.shift_right(word, ((col % 2) * 16).astype("uint32")),
+                                    tirx.const(0xFFFF, "uint32"))
+            return _f16_bits_to_f32(half).astype(dtype)
         per_word = 32 // self.bits
         word = params["qweight"][row, col // per_word]
         shift = ((col % per_word) * self.bits).astype("uint32")
@@ -132,6 +154,24 @@ class WeightFormat:
         return (q.astype(dtype) - tirx.const(self.zero_point, dtype)) * scale
 
 
+def _f16_bits_to_f32(h):
+    """IEEE half bits (uint32 holding 16 bits) -> the same value as float32, exactly.
+    Normal, infinite and NaN halves map by moving the fields (exponent bias 15 -> 127,
+    all-ones exponent -> 255); zeros and subnormals are mantissa * 2**-24."""
+    from tvm import tirx
+
+    u32 = lambda v: tirx.const(v, "uint32")  # noqa: E731
+    sign = tirx.bitwise_and(h, u32(0x8000))
+    exponent = tirx.bitwise_and(tirx.shift_right(h, u32(10)), u32(0x1F))
+    mantissa = tirx.bitwise_and(h, u32(0x3FF))
+    f32_exponent = tirx.Select(exponent == u32(0x1F), u32(0xFF), exponent + u32(112))
+    bits = tirx.bitwise_or(tirx.bitwise_or(tirx.shift_left(sign, u32(16)), tirx.shift_left(f32_exponent, u32(23))),
+                           tirx.shift_left(mantissa, u32(13)))
+    subnormal = mantissa.astype("float32") * tirx.const(2.0**-24, "float32")
+    subnormal = tirx.Select(sign == u32(0), subnormal, -subnormal)
+    return tirx.Select(exponent == u32(0), subnormal, tirx.reinterpret("float32", bits))
+
+
 FORMATS: dict[str, WeightFormat] = {
     f.name: f
     for f in (
@@ -139,6 +179,7 @@ FORMATS: dict[str, WeightFormat] = {
         WeightFormat("q4_sym", 4, False, 8, "4-bit, value = (q - 8) * scale per 32 (GGUF Q4_0)"),
         WeightFormat("q4_affine", 4, True, 0, "4-bit, value = q * scale + min per 32 (GGUF Q4_1)"),
         WeightFormat("q8_sym", 8, False, 0, "8-bit signed, value = q * scale per 32 (GGUF Q8_0)"),
+        WeightFormat("f16_packed", 16, False, 0, "f16 values two to a uint32, readable without shader-f16"),
     )
 }
 GGML_KEPT = {"Q4_0": "q4_sym", "Q4_1": "q4_affine", "Q8_0": "q8_sym"}

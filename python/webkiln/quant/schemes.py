@@ -20,7 +20,8 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("q4f32", "q4_sym", "float32", True, "4-bit weights (groups of 32), f32 activations; no shader-f16 needed"),
         Scheme("q4f16", "q4_sym", "float16", True, "4-bit weights (groups of 32), f16 activations; needs shader-f16"),
         Scheme("q0f32", "float", "float32", False, "unquantized f32 weights and activations"),
-        Scheme("q0f16", "float", "float16", False, "unquantized f16 weights and activations; needs shader-f16 (no f32 library)"),
+        Scheme("q0f16", "f16_packed", "float16", False,
+               "unquantized f16 weights; f16 activations with shader-f16, f32 without"),
     )
 }
 
