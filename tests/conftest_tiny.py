@@ -87,7 +87,9 @@ def hf_greedy(model, prompt: list[int], tokens: int, stop: list[int] | None = No
 
     model.generation_config.eos_token_id = stop
     with torch.no_grad():
-        out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=tokens,
+        # An explicit mask: without one transformers masks out every token equal to pad_token_id.
+        ids = torch.tensor([prompt])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=tokens,
                              min_new_tokens=0, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
     gaps = [float(torch.topk(s[0], 2).values.diff().abs()) for s in out.scores]
     return out.sequences[0, len(prompt):].tolist(), min(gaps)

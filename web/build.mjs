@@ -1,4 +1,5 @@
-// Bundles the browser entry points into site/assets/ (ES modules, one file each).
+// Bundles the browser entry points into site/assets/ (ES modules, one file each), and
+// the service worker into site/sw.js (a worker's scope is its own folder and below).
 import { build } from "esbuild";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -6,15 +7,8 @@ import path from "node:path";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const release = process.argv.includes("--release");
 
-await build({
-  entryPoints: {
-    "kernel-check": path.join(here, "src/kernel_check.ts"),
-    chat: path.join(here, "src/chat_page.ts"),
-    "test-entry": path.join(here, "src/test_entry.ts"), // test-only: site/test.html
-  },
-  outdir: path.join(here, "../site/assets"),
+const common = {
   bundle: true,
-  format: "esm",
   platform: "browser",
   target: "es2022",
   sourcemap: true,
@@ -23,4 +17,25 @@ await build({
   // so does @mlc-ai/web-tokenizers' Emscripten loader (url, module).
   external: ["fs", "path", "perf_hooks", "ws", "url", "module"],
   logLevel: "info",
+};
+
+await build({
+  ...common,
+  entryPoints: {
+    app: path.join(here, "src/app/main.ts"), // site/index.html: the chat app
+    "engine-worker": path.join(here, "src/engine/worker_entry.ts"), // the engine in a Web Worker
+    "kernel-check": path.join(here, "src/kernel_check.ts"),
+    chat: path.join(here, "src/chat_page.ts"), // site/chat.html: direct model handle for tests
+    "test-entry": path.join(here, "src/test_entry.ts"), // test-only: site/test.html
+    "test-storage": path.join(here, "src/test_storage_entry.ts"), // test-only: site/test-storage.html
+  },
+  outdir: path.join(here, "../site/assets"),
+  format: "esm",
+});
+
+await build({
+  ...common,
+  entryPoints: [path.join(here, "src/sw.ts")],
+  outfile: path.join(here, "../site/sw.js"),
+  format: "iife",
 });

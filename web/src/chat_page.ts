@@ -2,7 +2,11 @@
 // that have the chat UI elements (site/index.html), the chat UI itself. Both share
 // one loaded model.
 
+import { createEngine, type CreateEngineOptions, type Engine } from "./engine";
 import { ChatModel, type GenerateOptions, type LoadChatOptions } from "./llm/chat_model";
+import { ChatTemplate, type TemplateMessage } from "./llm/chat_template";
+import type { ChatManifest } from "./llm/manifest";
+import { Tokenizer } from "./llm/tokenizer";
 import { startChatUI } from "./chat_ui";
 
 let current: ChatModel | undefined;
@@ -41,12 +45,30 @@ function encode(text: string): number[] {
   return Array.from(model().tokenizer.encode(text));
 }
 
-declare global {
-  interface Window {
-    webkilnChat: { load: typeof load; generate: typeof generate; encode: typeof encode; reset: () => void };
+/** The prompt text the engine builds for `messages` with the model's chat template (reads only the manifest and tokenizer). */
+async function renderChat(manifestUrl: string, messages: TemplateMessage[], addGenerationPrompt = true): Promise<string> {
+  const manifest = (await (await fetch(manifestUrl)).json()) as ChatManifest;
+  const tokenizer = await Tokenizer.fromJSON(await (await fetch(new URL("tokenizer.json", new URL(manifestUrl, location.href)))).arrayBuffer());
+  try {
+    return new ChatTemplate(manifest, tokenizer).render(messages, addGenerationPrompt);
+  } finally {
+    tokenizer.dispose();
   }
 }
-window.webkilnChat = { load, generate, encode, reset: () => model().reset() };
+
+declare global {
+  interface Window {
+    webkilnChat: {
+      load: typeof load;
+      generate: typeof generate;
+      encode: typeof encode;
+      reset: () => void;
+      renderChat: typeof renderChat;
+      createEngine: (options?: CreateEngineOptions) => Engine;
+    };
+  }
+}
+window.webkilnChat = { load, generate, encode, reset: () => model().reset(), renderChat, createEngine };
 
 if (document.getElementById("chat")) {
   void startChatUI({ loadModel, currentModel });

@@ -44,3 +44,40 @@ export class UnsupportedDeviceError extends WebkilnError {}
 
 /** A request does not fit in the model's context window. */
 export class ContextWindowError extends WebkilnError {}
+
+/** A request is malformed or asks for something unsupported; `param` names the field. */
+export class InvalidRequestError extends WebkilnError {
+  constructor(
+    message: string,
+    readonly param: string | null = null,
+  ) {
+    super(message);
+  }
+}
+
+/** No model is loaded, or the request names a model other than the loaded one. */
+export class ModelNotLoadedError extends WebkilnError {}
+
+/** The GPU device was lost (driver reset, GPU process crash, too much memory). The model can be reloaded. */
+export class DeviceLostError extends WebkilnError {}
+
+/** The GPU ran out of memory while loading or running the model. */
+export class OutOfMemoryError extends WebkilnError {}
+
+/** The engine's Worker failed or was terminated. */
+export class EngineCrashedError extends WebkilnError {}
+
+/** Error classes by name, to rebuild typed errors that crossed a Worker boundary. */
+export const ERROR_CLASSES: Record<string, new (message: string) => WebkilnError> = {
+  WebkilnError,
+  ModuleLoadError,
+  IntegrityError,
+  StorageQuotaError,
+  ModelLoadError,
+  UnsupportedDeviceError,
+  ContextWindowError,
+  ModelNotLoadedError,
+  DeviceLostError,
+  OutOfMemoryError,
+  EngineCrashedError,
+};

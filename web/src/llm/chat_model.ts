@@ -4,7 +4,7 @@
 import type * as tvmjs from "@mlc-ai/web-runtime";
 import { ContextWindowError, ModelLoadError, UnsupportedDeviceError } from "../engine/errors";
 import { createWebGPUDevice, loadModule, type GPUContext, type LoadedModule } from "../engine/runtime";
-import { loadFiles, type LoadOptions } from "../storage";
+import { fetchJsonCached, loadFiles, type LoadOptions } from "../storage";
 import type { BackendEntry, ChatManifest } from "./manifest";
 import { argmax, Pcg32, sample } from "./sampling";
 import { Tokenizer } from "./tokenizer";
@@ -12,6 +12,8 @@ import { Tokenizer } from "./tokenizer";
 export interface LoadChatOptions extends Pick<LoadOptions, "onProgress" | "onCorruptCacheEntry" | "cacheName" | "signal"> {
   /** "webgpu-f32" or "webgpu-f16"; default: f16 when the build has it and the device supports it. */
   backend?: string;
+  /** The WebGPU device to use (the engine creates it to watch for device loss); default: a new one. */
+  gpu?: GPUContext;
 }
 
 export interface GenerateOptions {
@@ -130,11 +132,10 @@ export class ChatModel {
   }
 
   static async load(manifestUrl: string, options: LoadChatOptions = {}): Promise<ChatModel> {
-    const response = await fetch(manifestUrl, { cache: "no-cache" });
-    if (!response.ok) throw new ModelLoadError(`Fetching ${manifestUrl} failed: HTTP ${response.status}`);
-    const manifest = (await response.json()) as ChatManifest;
+    // Network first; the copy stored on an earlier load when offline (NetworkError if none).
+    const manifest = (await fetchJsonCached(manifestUrl, { signal: options.signal })).data as ChatManifest;
     if (manifest.task !== "chat") throw new ModelLoadError(`${manifest.id} is a '${manifest.task}' model, not a chat model.`);
-    const gpu = await createWebGPUDevice();
+    const gpu = options.gpu ?? (await createWebGPUDevice());
     const [backend, entry] = chooseBackend(manifest, gpu, options.backend);
     checkLimits(manifest, entry, gpu);
     const wanted = new Set([entry.wasm, "tokenizer.json", ...manifest.tensors.shards]);
@@ -235,17 +236,8 @@ export class ChatModel {
     }
     this.truncateCache(common);
     const t0 = performance.now();
-    let logits: Float32Array = new Float32Array(0);
-    if (common === 0) {
-      logits = await this.forward(promptIds);
-    } else {
-      // KNOWN ISSUE: TVM 0.27's WebGPU kernel for prefilling several tokens on top of
-      // cached pages (batch_prefill_paged_kv) gives wrong results here (tests/
-      // test_chat_browser.py::test_prefix_reuse_matches_fresh_prefill); the same flow
-      // is right natively. Until it is fixed, new tokens after a cached prefix go
-      // through the decode kernels one at a time, which are verified.
-      for (const id of promptIds.slice(common)) logits = await this.forward([id]);
-    }
+    // Only the tokens after the cached prefix are computed (prefill on top of the cached pages).
+    let logits = await this.forward(promptIds.slice(common));
     const t1 = performance.now();
 
     const detok = this.tokenizer.detokenizer();

@@ -8,3 +8,15 @@ export { storageEstimate, requestPersistentStorage, formatBytes } from "./quota"
 export type { StorageEstimate } from "./quota";
 export { checkModelFile, type ModelFile } from "./files";
 export { sha256Hex } from "./integrity";
+export {
+  MANIFEST_CACHE_NAME,
+  fetchJsonCached,
+  readStoredJson,
+  listCachedModels,
+  deleteCachedModel,
+  clearCachedModels,
+  storageInfo,
+} from "./manage";
+export type { FetchJsonOptions, FetchedJson } from "./manage";
+export { registerServiceWorker } from "./offline";
+export type { RegisterOptions, CacheShellMessage } from "./offline";

@@ -1,0 +1,170 @@
+// The engine's public interface: one shape whether the engine runs in this page
+// (createEngine({ worker: false })) or in a Web Worker (the default). Request and
+// response shapes follow OpenAI's Chat Completions API so existing code ports over.
+
+export type Role = "system" | "user" | "assistant";
+
+export interface ChatMessage {
+  role: Role;
+  content: string;
+}
+
+export interface ChatCompletionRequest {
+  /** A model id from listModels(); default: the loaded model. */
+  model?: string;
+  messages: ChatMessage[];
+  stream?: boolean;
+  max_tokens?: number | null;
+  /** OpenAI's newer name for max_tokens; either may be given, not both. */
+  max_completion_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+  stream_options?: { include_usage?: boolean } | null;
+  n?: 1 | null;
+}
+
+export type FinishReason = "stop" | "length" | "abort";
+
+export interface CompletionUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  /** webkiln additions: prompt tokens actually computed (the rest came from the KV cache), speeds. */
+  extra: {
+    prefilled_tokens: number;
+    cached_prompt_tokens: number;
+    prefill_tokens_per_s: number;
+    decode_tokens_per_s: number;
+  };
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    message: { role: "assistant"; content: string };
+    finish_reason: FinishReason;
+    logprobs: null;
+  }>;
+  usage: CompletionUsage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    delta: { role?: "assistant"; content?: string };
+    finish_reason: FinishReason | null;
+    logprobs: null;
+  }>;
+  /** Only on the last chunk, and only with stream_options.include_usage (null on the others then). */
+  usage?: CompletionUsage | null;
+}
+
+export interface RequestOptions {
+  signal?: AbortSignal;
+}
+
+/** A model the app can offer: an entry of models/index.json or a custom manifest URL. */
+export interface ModelInfo {
+  id: string;
+  task: "chat" | "image";
+  /** Absolute URL of the model's manifest.json. */
+  manifestUrl: string;
+  name?: string;
+  architecture?: string;
+  quantization?: string;
+  /** Bytes to download (all files of the f32 backend, weights included). */
+  download_bytes?: number;
+  /** Estimated GPU memory at the default context. */
+  memory_bytes?: number;
+  context_window?: number;
+  backends: Record<string, { required_features: string[] }>;
+}
+
+export interface LoadProgressEvent {
+  model: string;
+  stage: "download" | "initialize" | "ready";
+  loadedBytes: number;
+  totalBytes: number;
+  filesDone: number;
+  totalFiles: number;
+  /** Bytes that came from the cache / the network so far. */
+  cachedBytes: number;
+  networkBytes: number;
+  /** Seconds left at the current network rate; null when unknown. */
+  etaSeconds: number | null;
+  /** One line for a status bar. */
+  text: string;
+}
+
+export interface LoadedModel {
+  id: string;
+  backend: string;
+  manifestUrl: string;
+  contextWindow: number;
+  millis: number;
+}
+
+export interface LoadModelOptions {
+  /** "webgpu-f32" or "webgpu-f16"; default: the best one this device supports. */
+  backend?: string;
+  onProgress?: (event: LoadProgressEvent) => void;
+  signal?: AbortSignal;
+}
+
+/** A model with files in the browser's cache. */
+export interface CachedModel {
+  id: string;
+  manifestUrl: string;
+  /** Bytes of this model's files that are cached (shared shards count for each model). */
+  cachedBytes: number;
+  totalBytes: number;
+  complete: boolean;
+}
+
+export interface StorageInfo {
+  usageBytes: number | null;
+  quotaBytes: number | null;
+  persisted: boolean | null;
+}
+
+/** Events the engine reports outside any one request. */
+export type EngineEvent =
+  | { type: "device-lost"; message: string; model: string | null }
+  | { type: "corrupt-cache-entry"; model: string; path: string; expectedSha256: string; actualSha256: string };
+
+export interface Engine {
+  chat: {
+    completions: {
+      create(request: ChatCompletionRequest & { stream: true }, options?: RequestOptions): Promise<AsyncIterable<ChatCompletionChunk>>;
+      create(request: ChatCompletionRequest & { stream?: false | null }, options?: RequestOptions): Promise<ChatCompletion>;
+      create(request: ChatCompletionRequest, options?: RequestOptions): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+    };
+  };
+  /** Models in `indexUrl` (default: models/index.json next to the page) plus custom manifest URLs. */
+  listModels(options?: { indexUrl?: string; extraManifestUrls?: string[] }): Promise<ModelInfo[]>;
+  /** Loads a model by id (from the last listModels()) or manifest URL; unloads the previous one. */
+  loadModel(model: string, options?: LoadModelOptions): Promise<LoadedModel>;
+  unloadModel(): Promise<void>;
+  loadedModel(): Promise<LoadedModel | null>;
+  /** Forgets the conversation held in the KV cache. */
+  resetChat(): Promise<void>;
+  cache: {
+    list(models?: ModelInfo[]): Promise<CachedModel[]>;
+    delete(model: string): Promise<void>;
+    clear(): Promise<void>;
+    storage(): Promise<StorageInfo>;
+  };
+  onEvent(listener: (event: EngineEvent) => void): () => void;
+  /** Ends the worker (if any) and frees the GPU. */
+  terminate(): void;
+}

@@ -1,0 +1,483 @@
+// The engine itself: the Engine interface implemented on this thread. In a Worker it
+// sits behind worker_entry.ts; in a page it is used directly (createEngine({worker: false})).
+
+import { ChatModel } from "../llm/chat_model";
+import { ChatTemplate } from "../llm/chat_template";
+import type { ChatManifest } from "../llm/manifest";
+import {
+  clearCachedModels,
+  deleteCachedModel,
+  fetchJsonCached,
+  formatBytes,
+  listCachedModels,
+  storageInfo,
+  type LoadProgress,
+} from "../storage";
+import type {
+  CachedModel,
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionRequest,
+  CompletionUsage,
+  Engine,
+  EngineEvent,
+  FinishReason,
+  LoadedModel,
+  LoadModelOptions,
+  LoadProgressEvent,
+  ModelInfo,
+  RequestOptions,
+  StorageInfo,
+} from "./api";
+import { Channel } from "./channel";
+import { ContextWindowError, DeviceLostError, ModelLoadError, ModelNotLoadedError, OutOfMemoryError } from "./errors";
+import {
+  completionId,
+  makeChunk,
+  makeCompletion,
+  makeUsageChunk,
+  StopStringMatcher,
+  validateChatRequest,
+  type ChatParams,
+} from "./openai";
+import { createWebGPUDevice, type GPUContext } from "./runtime";
+
+interface IndexEntry {
+  id: string;
+  task: "chat" | "image";
+  name?: string;
+  architecture?: string;
+  quantization?: string;
+  manifest: string;
+  download_bytes?: number;
+  memory_bytes?: number;
+  context_window?: number;
+  backends?: Record<string, { required_features: string[] }>;
+}
+
+interface Loaded {
+  model: ChatModel;
+  template: ChatTemplate;
+  gpu: GPUContext;
+  info: LoadedModel;
+}
+
+function infoFromManifest(manifest: ChatManifest, manifestUrl: string): ModelInfo {
+  return {
+    id: manifest.id,
+    task: manifest.task,
+    manifestUrl,
+    name: manifest.name,
+    architecture: manifest.architecture,
+    quantization: manifest.quantization,
+    download_bytes: manifest.files.reduce((n, f) => n + f.size, 0),
+    memory_bytes: manifest.memory.total_bytes,
+    context_window: manifest.context_window,
+    backends: Object.fromEntries(
+      Object.entries(manifest.backends).map(([k, v]) => [k, { required_features: v.required_features }]),
+    ),
+  };
+}
+
+/** Progress of a load, as one event: bytes, files, and an ETA from the network rate so far. */
+class ProgressTracker {
+  private readonly started = performance.now();
+
+  constructor(
+    private readonly model: string,
+    private readonly emit?: (event: LoadProgressEvent) => void,
+  ) {}
+
+  files(p: LoadProgress): void {
+    const seconds = (performance.now() - this.started) / 1000;
+    const rate = seconds > 0 ? p.networkBytes / seconds : 0;
+    const left = p.totalBytes - p.loadedBytes;
+    const etaSeconds = p.networkBytes > 0 && rate > 0 ? left / rate : null;
+    const from = p.networkBytes > 0 ? "Downloading" : "Reading from cache";
+    const eta = etaSeconds !== null && left > 0 ? `, about ${Math.ceil(etaSeconds)} s left` : "";
+    this.send({
+      stage: "download",
+      loadedBytes: p.loadedBytes,
+      totalBytes: p.totalBytes,
+      filesDone: p.filesDone,
+      totalFiles: p.totalFiles,
+      cachedBytes: p.cachedBytes,
+      networkBytes: p.networkBytes,
+      etaSeconds,
+      text: `${from} ${this.model}: ${formatBytes(p.loadedBytes)} of ${formatBytes(p.totalBytes)} (${p.filesDone}/${p.totalFiles} files)${eta}`,
+    });
+  }
+
+  stage(stage: "initialize" | "ready", last: LoadProgressEvent | null, text: string): void {
+    this.send({
+      stage,
+      loadedBytes: last?.loadedBytes ?? 0,
+      totalBytes: last?.totalBytes ?? 0,
+      filesDone: last?.filesDone ?? 0,
+      totalFiles: last?.totalFiles ?? 0,
+      cachedBytes: last?.cachedBytes ?? 0,
+      networkBytes: last?.networkBytes ?? 0,
+      etaSeconds: 0,
+      text,
+    });
+  }
+
+  last: LoadProgressEvent | null = null;
+
+  private send(event: Omit<LoadProgressEvent, "model">): void {
+    const full = { model: this.model, ...event };
+    this.last = full;
+    this.emit?.(full);
+  }
+}
+
+interface RunSink {
+  begin?: (id: string, created: number, model: string) => void;
+  delta: (text: string) => void;
+  end: (end: { finishReason: FinishReason; usage: CompletionUsage; id: string; created: number; model: string }) => void;
+}
+
+export class LocalEngine implements Engine {
+  private loaded: Loaded | null = null;
+  private lostMessage: string | null = null;
+  private releasing = false;
+  private readonly known = new Map<string, ModelInfo>();
+  private readonly listeners = new Set<(event: EngineEvent) => void>();
+  // One KV cache, one GPU queue: requests and loads run one at a time, in order.
+  private tail: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly baseUrl: string = globalThis.location?.href ?? "") {}
+
+  private exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(task, task);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private emit(event: EngineEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (error) {
+        console.error("webkiln: an engine event listener threw", error);
+      }
+    }
+  }
+
+  onEvent(listener: (event: EngineEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  // ------------------------------------------------------------------ models
+
+  async listModels(options: { indexUrl?: string; extraManifestUrls?: string[] } = {}): Promise<ModelInfo[]> {
+    const indexUrl = new URL(options.indexUrl ?? "models/index.json", this.baseUrl).href;
+    const models: ModelInfo[] = [];
+    let index: { models?: IndexEntry[] } = {};
+    try {
+      index = (await fetchJsonCached(indexUrl)).data as { models?: IndexEntry[] };
+    } catch (error) {
+      // No index (nothing built, or offline before a first visit): custom URLs may still work.
+      if (!options.extraManifestUrls?.length) throw error;
+    }
+    for (const e of index.models ?? []) {
+      models.push({
+        id: e.id,
+        task: e.task,
+        manifestUrl: new URL(e.manifest, indexUrl).href,
+        name: e.name,
+        architecture: e.architecture,
+        quantization: e.quantization,
+        download_bytes: e.download_bytes,
+        memory_bytes: e.memory_bytes,
+        context_window: e.context_window,
+        backends: e.backends ?? {},
+      });
+    }
+    for (const url of options.extraManifestUrls ?? []) {
+      const manifestUrl = new URL(url, this.baseUrl).href;
+      const manifest = (await fetchJsonCached(manifestUrl)).data as ChatManifest;
+      models.push(infoFromManifest(manifest, manifestUrl));
+    }
+    for (const m of models) this.known.set(m.id, m);
+    return models;
+  }
+
+  private resolveModel(model: string): string {
+    const known = this.known.get(model);
+    if (known) return known.manifestUrl;
+    if (model.endsWith(".json") || model.includes("/")) return new URL(model, this.baseUrl).href;
+    throw new ModelLoadError(
+      `Unknown model '${model}'. Call listModels() first, or pass the URL of the model's manifest.json.`,
+    );
+  }
+
+  loadModel(model: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
+    return this.exclusive(async () => {
+      const manifestUrl = this.resolveModel(model);
+      this.release();
+      this.lostMessage = null;
+      const started = performance.now();
+      const gpu = await createWebGPUDevice();
+      const tracker = new ProgressTracker(model, options.onProgress);
+      let chat: ChatModel | undefined;
+      gpu.device.pushErrorScope("out-of-memory");
+      try {
+        chat = await ChatModel.load(manifestUrl, {
+          backend: options.backend,
+          gpu,
+          signal: options.signal,
+          onProgress: (p) => {
+            tracker.files(p);
+            if (p.filesDone === p.totalFiles) tracker.stage("initialize", tracker.last, `Preparing ${model} on the GPU…`);
+          },
+          onCorruptCacheEntry: (entry) =>
+            this.emit({
+              type: "corrupt-cache-entry",
+              model,
+              path: entry.path,
+              expectedSha256: entry.expectedSha256,
+              actualSha256: entry.actualSha256,
+            }),
+        });
+      } finally {
+        const oom = await gpu.device.popErrorScope();
+        if (oom) {
+          chat?.dispose();
+          gpu.device.destroy();
+          throw new OutOfMemoryError(
+            `The GPU ran out of memory loading ${model} (${oom.message}). Close other GPU-heavy tabs, or choose a smaller model or quantization.`,
+          );
+        }
+      }
+      if (!chat) throw new ModelLoadError(`${model} did not load`); // unreachable: load threw
+      const info: LoadedModel = {
+        id: chat.manifest.id,
+        backend: chat.backend,
+        manifestUrl,
+        contextWindow: chat.manifest.context_window,
+        millis: performance.now() - started,
+      };
+      const loaded: Loaded = { model: chat, template: new ChatTemplate(chat.manifest, chat.tokenizer), gpu, info };
+      this.loaded = loaded;
+      void gpu.device.lost.then((lost) => this.onDeviceLost(loaded, lost));
+      tracker.stage("ready", tracker.last, `${info.id} is ready (${info.backend})`);
+      return info;
+    });
+  }
+
+  private onDeviceLost(loaded: Loaded, lost: GPUDeviceLostInfo): void {
+    if (this.releasing || this.loaded !== loaded) return; // we destroyed it ourselves
+    this.lostMessage = lost.message || `reason: ${lost.reason}`;
+    this.loaded = null;
+    try {
+      loaded.model.dispose();
+    } catch {
+      // Freeing objects of a dead device may fail; they are gone either way.
+    }
+    this.emit({ type: "device-lost", message: this.lostMessage, model: loaded.info.id });
+  }
+
+  /** Frees the loaded model and its device. */
+  private release(): void {
+    const loaded = this.loaded;
+    if (!loaded) return;
+    this.loaded = null;
+    this.releasing = true;
+    try {
+      loaded.model.dispose();
+      loaded.gpu.device.destroy();
+    } finally {
+      this.releasing = false;
+    }
+  }
+
+  unloadModel(): Promise<void> {
+    return this.exclusive(async () => this.release());
+  }
+
+  async loadedModel(): Promise<LoadedModel | null> {
+    return this.loaded?.info ?? null;
+  }
+
+  resetChat(): Promise<void> {
+    return this.exclusive(async () => this.loaded?.model.reset());
+  }
+
+  /** Test hook: destroys the GPU device as a driver reset would. */
+  async simulateDeviceLoss(): Promise<void> {
+    this.loaded?.gpu.device.destroy();
+  }
+
+  private require(model: string | null): Loaded {
+    if (!this.loaded) {
+      if (this.lostMessage !== null) {
+        throw new DeviceLostError(
+          `The GPU device was lost (${this.lostMessage}), so the model was unloaded. Load it again with loadModel(); no page reload is needed.`,
+        );
+      }
+      throw new ModelNotLoadedError("No model is loaded. Call loadModel() with a model id from listModels() first.");
+    }
+    if (model !== null && model !== this.loaded.info.id) {
+      throw new ModelNotLoadedError(
+        `The request asks for model '${model}' but '${this.loaded.info.id}' is loaded. Load it with loadModel('${model}') first.`,
+      );
+    }
+    return this.loaded;
+  }
+
+  // ------------------------------------------------------------------ chat
+
+  readonly chat = {
+    completions: {
+      create: ((request: ChatCompletionRequest, options: RequestOptions = {}) =>
+        this.createCompletion(request, options)) as Engine["chat"]["completions"]["create"],
+    },
+  };
+
+  private async createCompletion(
+    request: ChatCompletionRequest,
+    options: RequestOptions,
+  ): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
+    const params = validateChatRequest(request);
+    if (!params.stream) {
+      let content = "";
+      const ends: Parameters<RunSink["end"]>[0][] = [];
+      await this.exclusive(() =>
+        this.run(params, options.signal, { delta: (text) => (content += text), end: (end) => ends.push(end) }),
+      );
+      const f = ends[0];
+      if (!f) throw new Error("generation ended without a result"); // run() always calls end()
+      return makeCompletion(f.id, f.created, f.model, content, f.finishReason, f.usage);
+    }
+    const channel = new Channel<ChatCompletionChunk>();
+    const inner = new AbortController();
+    const forward = () => inner.abort(options.signal?.reason);
+    options.signal?.addEventListener("abort", forward, { once: true });
+    channel.onCancel = () => inner.abort();
+    // Errors before the first token (no model, context too long) reject create() itself.
+    let started: (() => void) | undefined;
+    let failedEarly: ((error: unknown) => void) | undefined;
+    const firstChunk = new Promise<void>((resolve, reject) => {
+      started = resolve;
+      failedEarly = reject;
+    });
+    let sentRole = false;
+    const meta = { id: "", created: 0, model: "" };
+    void this.exclusive(() =>
+      this.run(params, inner.signal, {
+        begin: (id, created, model) => {
+          Object.assign(meta, { id, created, model });
+          channel.push(makeChunk(id, created, model, { role: "assistant", content: "" }, null, params.includeUsage ? null : undefined));
+          sentRole = true;
+          started?.();
+        },
+        delta: (text) => {
+          if (text) channel.push(makeChunk(meta.id, meta.created, meta.model, { content: text }, null, params.includeUsage ? null : undefined));
+        },
+        end: ({ finishReason, usage }) => {
+          channel.push(makeChunk(meta.id, meta.created, meta.model, {}, finishReason, params.includeUsage ? null : undefined));
+          if (params.includeUsage) channel.push(makeUsageChunk(meta.id, meta.created, meta.model, usage));
+        },
+      }),
+    ).then(
+      () => channel.close(),
+      (error) => {
+        if (sentRole) channel.fail(error);
+        else failedEarly?.(error);
+      },
+    ).finally(() => options.signal?.removeEventListener("abort", forward));
+    await firstChunk;
+    return channel;
+  }
+
+  /** One completion: template, tokenize, generate with stop strings; reports through `sink`. */
+  private async run(
+    params: ChatParams,
+    signal: AbortSignal | undefined,
+    sink: RunSink,
+  ): Promise<void> {
+    const loaded = this.require(params.model);
+    const { model, template } = loaded;
+    const manifest = model.manifest;
+    const prompt = Array.from(model.tokenizer.encode(template.render(params.messages)));
+    const room = manifest.context_window - prompt.length;
+    if (room < 1) {
+      throw new ContextWindowError(
+        `The conversation is ${prompt.length} tokens but ${manifest.id}'s context window is ${manifest.context_window}, leaving no room for a reply. Start a new conversation or remove earlier messages.`,
+      );
+    }
+    const requested = params.maxTokens ?? manifest.generation.max_tokens;
+    const id = completionId();
+    const created = Math.floor(Date.now() / 1000);
+    sink.begin?.(id, created, manifest.id);
+
+    const matcher = new StopStringMatcher(params.stop);
+    const stopper = new AbortController();
+    const onAbort = () => stopper.abort(signal?.reason);
+    if (signal?.aborted) stopper.abort(signal.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let result;
+    try {
+      result = await model.generate(prompt, {
+        maxTokens: Math.min(requested, room),
+        temperature: params.temperature ?? undefined,
+        topP: params.topP ?? undefined,
+        seed: params.seed ?? undefined,
+        signal: stopper.signal,
+        onToken: (_token, text) => {
+          const out = matcher.push(text);
+          if (out) sink.delta(out);
+          if (matcher.stopped) stopper.abort();
+        },
+      });
+    } catch (error) {
+      if (this.lostMessage !== null) {
+        throw new DeviceLostError(
+          `The GPU device was lost during generation (${this.lostMessage ?? "unknown reason"}). Load the model again with loadModel().`,
+        );
+      }
+      throw error;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+    const rest = matcher.flush();
+    if (rest) sink.delta(rest);
+    const finishReason: FinishReason = matcher.stopped ? "stop" : result.finishReason;
+    const completion = result.tokens.length;
+    const cached = result.promptTokens - result.prefilledTokens;
+    const usage: CompletionUsage = {
+      prompt_tokens: result.promptTokens,
+      completion_tokens: completion,
+      total_tokens: result.promptTokens + completion,
+      extra: {
+        prefilled_tokens: result.prefilledTokens,
+        cached_prompt_tokens: cached,
+        prefill_tokens_per_s: result.prefillMillis > 0 ? (result.prefilledTokens * 1000) / result.prefillMillis : 0,
+        decode_tokens_per_s:
+          result.decodeMillis > 0 && completion > 1 ? ((completion - 1) * 1000) / result.decodeMillis : 0,
+      },
+    };
+    sink.end({ finishReason, usage, id, created, model: manifest.id });
+  }
+
+  // ------------------------------------------------------------------ storage
+
+  readonly cache = {
+    list: async (models?: ModelInfo[]): Promise<CachedModel[]> => listCachedModels(models ?? [...this.known.values()]),
+    delete: async (model: string): Promise<void> => {
+      const info = this.known.get(model);
+      if (!info) throw new ModelLoadError(`Unknown model '${model}'. Call listModels() first.`);
+      await deleteCachedModel(info, [...this.known.values()]);
+    },
+    clear: async (): Promise<void> => {
+      await clearCachedModels();
+    },
+    storage: async (): Promise<StorageInfo> => storageInfo(),
+  };
+
+  terminate(): void {
+    this.release();
+  }
+}

@@ -1,0 +1,192 @@
+// The page side of an engine running in a Web Worker: the same Engine interface,
+// each call forwarded as a message (protocol.ts). Requests are validated here too,
+// so a malformed request fails at once with the same typed error.
+
+import type {
+  CachedModel,
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionRequest,
+  Engine,
+  EngineEvent,
+  LoadedModel,
+  LoadModelOptions,
+  LoadProgressEvent,
+  ModelInfo,
+  RequestOptions,
+  StorageInfo,
+} from "./api";
+import { Channel } from "./channel";
+import { EngineCrashedError } from "./errors";
+import { validateChatRequest } from "./openai";
+import { deserializeError, type FromWorker, type ToWorker } from "./protocol";
+
+interface Pending {
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+  onChunk?: (chunk: ChatCompletionChunk) => void;
+  onProgress?: (event: LoadProgressEvent) => void;
+}
+
+export class WorkerEngine implements Engine {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly listeners = new Set<(event: EngineEvent) => void>();
+  private crashed: Error | null = null;
+
+  constructor(private readonly worker: Worker) {
+    worker.onmessage = (e: MessageEvent<FromWorker>) => this.receive(e.data);
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      this.crash(`The engine's worker failed: ${e.message || "unknown error"} (${e.filename || "engine-worker.js"}:${e.lineno ?? "?"}). Reload the page.`);
+    };
+    worker.onmessageerror = () => this.crash("The engine's worker sent a message that could not be read. Reload the page.");
+  }
+
+  private crash(message: string): void {
+    this.crashed = new EngineCrashedError(message);
+    for (const p of this.pending.values()) p.reject(this.crashed);
+    this.pending.clear();
+  }
+
+  private receive(message: FromWorker): void {
+    if (message.kind === "event") {
+      for (const listener of this.listeners) listener(message.event);
+      return;
+    }
+    const p = this.pending.get(message.id);
+    if (!p) return;
+    switch (message.kind) {
+      case "chunk":
+        p.onChunk?.(message.chunk);
+        break;
+      case "progress":
+        p.onProgress?.(message.event);
+        break;
+      case "result":
+        this.pending.delete(message.id);
+        p.resolve(message.value);
+        break;
+      case "error":
+        this.pending.delete(message.id);
+        p.reject(deserializeError(message.error));
+        break;
+    }
+  }
+
+  private call<T>(method: string, args: unknown[], extra: Omit<Pending, "resolve" | "reject"> = {}, signal?: AbortSignal): {
+    id: number;
+    done: Promise<T>;
+  } {
+    const id = this.nextId++;
+    const done = new Promise<T>((resolve, reject) => {
+      if (this.crashed) {
+        reject(this.crashed);
+        return;
+      }
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, ...extra });
+      this.worker.postMessage({ kind: "call", id, method, args } satisfies ToWorker);
+    });
+    if (signal) {
+      const abort = () => this.worker.postMessage({ kind: "abort", id } satisfies ToWorker);
+      if (signal.aborted) abort();
+      else signal.addEventListener("abort", abort, { once: true });
+      void done.catch(() => undefined).finally(() => signal.removeEventListener("abort", abort));
+    }
+    return { id, done };
+  }
+
+  readonly chat = {
+    completions: {
+      create: ((request: ChatCompletionRequest, options: RequestOptions = {}) =>
+        this.createCompletion(request, options)) as Engine["chat"]["completions"]["create"],
+    },
+  };
+
+  private async createCompletion(
+    request: ChatCompletionRequest,
+    options: RequestOptions,
+  ): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
+    const params = validateChatRequest(request);
+    if (!params.stream) return this.call<ChatCompletion>("chat", [request], {}, options.signal).done;
+    const channel = new Channel<ChatCompletionChunk>();
+    let first: (() => void) | undefined;
+    const started = new Promise<void>((resolve) => (first = resolve));
+    const controller = new AbortController();
+    const forward = () => controller.abort(options.signal?.reason);
+    options.signal?.addEventListener("abort", forward, { once: true });
+    channel.onCancel = () => controller.abort();
+    const { done } = this.call<void>(
+      "chat",
+      [request],
+      {
+        onChunk: (chunk) => {
+          channel.push(chunk);
+          first?.();
+        },
+      },
+      controller.signal,
+    );
+    const finished = done.then(
+      () => channel.close(),
+      (error) => {
+        channel.fail(error);
+        throw error;
+      },
+    );
+    finished.finally(() => options.signal?.removeEventListener("abort", forward)).catch(() => undefined);
+    // Errors before the first chunk (no model loaded, context too long) reject create().
+    await Promise.race([started, finished]);
+    return channel;
+  }
+
+  listModels(options: { indexUrl?: string; extraManifestUrls?: string[] } = {}): Promise<ModelInfo[]> {
+    // The worker's own URL is under assets/: resolve page-relative URLs here.
+    const base = globalThis.location?.href;
+    return this.call<ModelInfo[]>("listModels", [
+      {
+        indexUrl: new URL(options.indexUrl ?? "models/index.json", base).href,
+        extraManifestUrls: options.extraManifestUrls?.map((u) => new URL(u, base).href),
+      },
+    ]).done;
+  }
+
+  loadModel(model: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
+    const target = model.endsWith(".json") || model.includes("/") ? new URL(model, globalThis.location?.href).href : model;
+    return this.call<LoadedModel>("loadModel", [target, options.backend], { onProgress: options.onProgress }, options.signal).done;
+  }
+
+  unloadModel(): Promise<void> {
+    return this.call<void>("unloadModel", []).done;
+  }
+
+  loadedModel(): Promise<LoadedModel | null> {
+    return this.call<LoadedModel | null>("loadedModel", []).done;
+  }
+
+  resetChat(): Promise<void> {
+    return this.call<void>("resetChat", []).done;
+  }
+
+  /** Test hook: destroys the worker's GPU device as a driver reset would. */
+  simulateDeviceLoss(): Promise<void> {
+    return this.call<void>("simulateDeviceLoss", []).done;
+  }
+
+  readonly cache = {
+    list: (models?: ModelInfo[]) => this.call<CachedModel[]>("cache.list", [models]).done,
+    delete: (model: string) => this.call<void>("cache.delete", [model]).done,
+    clear: () => this.call<void>("cache.clear", []).done,
+    storage: () => this.call<StorageInfo>("cache.storage", []).done,
+  };
+
+  onEvent(listener: (event: EngineEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  terminate(): void {
+    this.worker.terminate();
+    this.crash("The engine was terminated.");
+  }
+}
