@@ -63,6 +63,78 @@ def _matmul_te(x, fmt: WeightFormat, params: dict, out_f: int, in_f: int, dtype:
     )
 
 
+# Threads per workgroup of the attention-state merge kernel below.
+MERGE_THREADS = 64
+
+
+def merge_state_kernel(num_heads: int, head_dim: int, dtype: str):
+    """A race-free replacement for TVM's `tir_attention_merge_state` (nn.llm, GPU targets).
+
+    The paged KV cache merges two partial attention results in place: V[n, h, :]
+    and its log2-sum-exp S[n, h] with V_other / S_other. TVM 0.27's kernel
+    (_decode_kernels._merge_state_inplace) gives each (n, h) head_dim / 4 threads
+    that all read S[n, h] and all write the merged value back, with no barrier
+    between the reads and the writes. That is only correct when those threads run
+    in lockstep. SwiftShader (like any implementation free to run a workgroup's
+    invocations in separate batches) lets an earlier batch overwrite S[n, h] before
+    a later one reads it, so those threads rescale their slice of V with the wrong
+    weights. Observed: head_dim 16 (4 threads per head) was right, head_dim 64
+    (SmolLM2: 16 threads) wrong, consistent with 4-wide batches. The KV cache merges
+    only when several tokens are prefilled on top of cached pages (attention over
+    the new tokens merged with attention over the cached pages), so that is where
+    the browser's logits were wrong; fresh prefill and single-token decode never merge.
+
+    Here one thread owns one (n, h): it reads both states, rescales all of V[n, h, :]
+    and then writes S[n, h], so nothing is shared and no barrier is needed.
+    """
+    from tvm.script import tirx as T
+
+    threads = MERGE_THREADS
+
+    @T.prim_func(s_tir=True)
+    def merge_state_inplace(v: T.handle, s: T.handle, v_other: T.handle, s_other: T.handle):
+        T.func_attr({"tirx.is_scheduled": True})
+        N = T.int32()
+        V = T.match_buffer(v, (N, num_heads, head_dim), dtype)
+        S = T.match_buffer(s, (N, num_heads), "float32")
+        V_other = T.match_buffer(v_other, (N, num_heads, head_dim), dtype)
+        S_other = T.match_buffer(s_other, (N, num_heads), "float32")
+        for bx in T.thread_binding((N * num_heads + threads - 1) // threads, thread="blockIdx.x"):
+            for tx in T.thread_binding(threads, thread="threadIdx.x"):
+                with T.sblock("merge"):
+                    T.reads()
+                    T.writes()
+                    if bx * threads + tx < N * num_heads:
+                        n: T.let[T.int32] = (bx * threads + tx) // num_heads
+                        h: T.let[T.int32] = (bx * threads + tx) % num_heads
+                        s_max: T.let[T.float32] = T.max(S[n, h], S_other[n, h])
+                        w: T.let[T.float32] = T.exp2(S[n, h] - s_max)
+                        w_other: T.let[T.float32] = T.exp2(S_other[n, h] - s_max)
+                        for k in T.serial(head_dim):
+                            V[n, h, k] = T.cast(
+                                (T.cast(V[n, h, k], "float32") * w + T.cast(V_other[n, h, k], "float32") * w_other)
+                                / (w + w_other),
+                                dtype,
+                            )
+                        S[n, h] = T.log2(w + w_other) + s_max
+
+    return merge_state_inplace
+
+
+def _replace_merge_kernel(num_heads: int, head_dim: int, dtype: str) -> None:
+    """Swaps our merge kernel in for TVM's in the module being built (see merge_state_kernel).
+
+    CPU targets get TVM's serial `merge_state_inplace_cpu` instead, which is correct.
+    """
+    from tvm import relax as rx
+
+    bb = rx.BlockBuilder.current()
+    name = "tir_attention_merge_state"
+    if any(gv.name_hint == name for gv in bb.get().get_global_vars()):
+        gv = bb.get().get_global_var(name)
+        bb.update_func(gv, merge_state_kernel(num_heads, head_dim, dtype).with_attr("global_symbol", name))
+
+
 def build_model_class():
     """Defines the nn.Module classes (imports TVM lazily: `webkiln serve` never needs it)."""
     from tvm import relax as rx
@@ -224,7 +296,7 @@ def build_model_class():
         def create_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size,
                                   page_size, support_sliding_window):
             c = self.cfg
-            return TIRPagedKVCache(
+            cache = TIRPagedKVCache(
                 attn_kind="mha",
                 max_batch_size=max_batch_size,
                 max_total_seq_len=max_total_seq_len,
@@ -249,6 +321,8 @@ def build_model_class():
                 dtype=self.dtype,
                 target=self.target,
             )
+            _replace_merge_kernel(c.num_attention_heads, c.head_dim, self.dtype)
+            return cache
 
         def spec(self):
             packed = {"param_mode": "packed", "effect_mode": "none"}
