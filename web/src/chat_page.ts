@@ -1,13 +1,12 @@
-// The chat page: `window.webkilnChat` (the handle the tests drive) and, on pages
-// that have the chat UI elements (site/index.html), the chat UI itself. Both share
-// one loaded model.
+// site/chat.html's `window.webkilnChat`: direct access to a ChatModel, the chat
+// template and both engine flavours, for tests and benchmarks. (The app is site/index.html.)
 
-import { createEngine, type CreateEngineOptions, type Engine } from "./engine";
+import { createEngine, type Engine } from "./engine";
+import { createInPageEngine } from "./engine/in_page";
 import { ChatModel, type GenerateOptions, type LoadChatOptions } from "./llm/chat_model";
 import { ChatTemplate, type TemplateMessage } from "./llm/chat_template";
 import type { ChatManifest } from "./llm/manifest";
 import { Tokenizer } from "./llm/tokenizer";
-import { startChatUI } from "./chat_ui";
 
 let current: ChatModel | undefined;
 
@@ -64,12 +63,16 @@ declare global {
       encode: typeof encode;
       reset: () => void;
       renderChat: typeof renderChat;
-      createEngine: (options?: CreateEngineOptions) => Engine;
+      /** The Worker engine, or with {worker: false} the same engine on this thread. */
+      createEngine: (options?: { worker?: boolean }) => Engine;
     };
   }
 }
-window.webkilnChat = { load, generate, encode, reset: () => model().reset(), renderChat, createEngine };
-
-if (document.getElementById("chat")) {
-  void startChatUI({ loadModel, currentModel });
-}
+window.webkilnChat = {
+  load,
+  generate,
+  encode,
+  reset: () => model().reset(),
+  renderChat,
+  createEngine: (options = {}) => (options.worker === false ? createInPageEngine() : createEngine()),
+};

@@ -1,5 +1,5 @@
 // The engine's public interface: one shape whether the engine runs in this page
-// (createEngine({ worker: false })) or in a Web Worker (the default). Request and
+// (createInPageEngine()) or in a Web Worker (createEngine()). Request and
 // response shapes follow OpenAI's Chat Completions API so existing code ports over.
 
 export type Role = "system" | "user" | "assistant";

@@ -1,5 +1,5 @@
 // The engine itself: the Engine interface implemented on this thread. In a Worker it
-// sits behind worker_entry.ts; in a page it is used directly (createEngine({worker: false})).
+// sits behind worker_entry.ts; in a page it is used directly (createInPageEngine() in in_page.ts).
 
 import { ChatModel } from "../llm/chat_model";
 import { ChatTemplate } from "../llm/chat_template";

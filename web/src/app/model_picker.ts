@@ -1,0 +1,191 @@
+// The model picker (#model-select and the line under it), the load progress bar,
+// and the "Models & storage" panel: every model with its size, quantization,
+// required GPU features, whether it fits this device, what is cached, and buttons
+// to delete one model's files or all of them.
+
+import type { CachedModel, Engine, LoadProgressEvent, ModelInfo } from "../engine/api";
+import { fitOf, requiredFeatures, type DeviceInfo, type Fit } from "./device";
+import { confirmTwice, el, formatBytes, formatSeconds, h } from "./dom";
+
+export interface PickerCallbacks {
+  /** The user picked another model in the select. */
+  onChoose(id: string): void;
+  onError(error: unknown): void;
+}
+
+export const modelLabel = (m: ModelInfo): string => m.name ?? m.id;
+
+export class ModelPicker {
+  readonly select = el<HTMLSelectElement>("model-select");
+  private readonly info = el<HTMLElement>("model-info");
+  private readonly progressBox = el<HTMLElement>("load-progress");
+  private readonly progressBar = el<HTMLProgressElement>("load-bar");
+  private readonly progressText = el<HTMLElement>("load-text");
+  private readonly list = el<HTMLUListElement>("model-list");
+  private readonly storage = el<HTMLElement>("storage-usage");
+  private readonly clearAll = el<HTMLButtonElement>("cache-clear");
+  private models: ModelInfo[] = [];
+  private cached = new Map<string, CachedModel>();
+  private loadedId: string | null = null;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly device: DeviceInfo,
+    private readonly callbacks: PickerCallbacks,
+  ) {
+    this.select.addEventListener("change", () => {
+      this.showInfo(this.select.value);
+      callbacks.onChoose(this.select.value);
+    });
+    confirmTwice(this.clearAll, "Click again to delete all", async () => {
+      try {
+        await this.engine.cache.clear();
+      } catch (error) {
+        this.callbacks.onError(error);
+      }
+      await this.refreshCache();
+    });
+  }
+
+  fit(id: string): Fit | null {
+    const model = this.find(id);
+    return model ? fitOf(model, this.device) : null;
+  }
+
+  find(id: string): ModelInfo | undefined {
+    return this.models.find((m) => m.id === id);
+  }
+
+  setModels(models: ModelInfo[]): void {
+    this.models = models;
+    this.select.replaceChildren(
+      ...models.map((m) => {
+        const fit = fitOf(m, this.device);
+        const mark = fit.level === "no" ? " — not supported here" : "";
+        const size = m.download_bytes ? ` · ${formatBytes(m.download_bytes)}` : "";
+        return h("option", { value: m.id }, `${modelLabel(m)} (${m.quantization ?? "?"}${size})${mark}`);
+      }),
+    );
+    this.renderList();
+  }
+
+  /** The model to load first: the remembered one if it still exists and fits, else the first that fits. */
+  initialChoice(remembered: string | null): ModelInfo | undefined {
+    const usable = this.models.filter((m) => fitOf(m, this.device).level !== "no");
+    return usable.find((m) => m.id === remembered) ?? usable[0];
+  }
+
+  choose(id: string): void {
+    this.select.value = id;
+    this.showInfo(id);
+  }
+
+  setLoaded(id: string | null): void {
+    this.loadedId = id;
+    this.renderList();
+  }
+
+  showInfo(id: string): void {
+    const m = this.find(id);
+    if (!m) {
+      this.info.replaceChildren();
+      return;
+    }
+    const fit = fitOf(m, this.device);
+    const parts = [m.quantization ?? "?", `${formatBytes(m.download_bytes)} download`];
+    if (m.context_window) parts.push(`${m.context_window.toLocaleString()} token context`);
+    this.info.replaceChildren(
+      h("span", {}, parts.join(" · ")),
+      h("span", { class: `fit fit-${fit.level}` }, fit.level === "fits" ? "✓ " : fit.level === "maybe" ? "⚠ " : "✕ ", fit.text),
+    );
+  }
+
+  setDisabled(disabled: boolean): void {
+    this.select.disabled = disabled || this.models.length === 0;
+  }
+
+  progress(event: LoadProgressEvent | null): void {
+    if (!event) {
+      this.progressBox.hidden = true;
+      return;
+    }
+    this.progressBox.hidden = false;
+    const label = modelLabel(this.find(event.model) ?? ({ id: event.model } as ModelInfo));
+    if (event.stage === "download" && event.totalBytes > 0) {
+      this.progressBar.max = event.totalBytes;
+      this.progressBar.value = event.loadedBytes;
+      const eta = event.etaSeconds !== null && event.etaSeconds > 0 ? ` · about ${formatSeconds(event.etaSeconds)} left` : "";
+      const cached = event.cachedBytes > 0 ? ` · ${formatBytes(event.cachedBytes)} from cache` : "";
+      this.progressText.textContent =
+        `Downloading ${label}: ${formatBytes(event.loadedBytes)} of ${formatBytes(event.totalBytes)} · ` +
+        `${event.filesDone}/${event.totalFiles} files${cached}${eta}`;
+    } else {
+      // Initialization has no byte count: an indeterminate bar.
+      this.progressBar.removeAttribute("value");
+      this.progressText.textContent = event.stage === "ready" ? `${label} is ready.` : `Preparing ${label} on the GPU…`;
+    }
+  }
+
+  async refreshCache(): Promise<void> {
+    try {
+      const [cached, storage] = await Promise.all([this.engine.cache.list(this.models), this.engine.cache.storage()]);
+      this.cached = new Map(cached.map((c) => [c.id, c]));
+      const usage =
+        storage.usageBytes === null
+          ? "Storage use unknown"
+          : `Using ${formatBytes(storage.usageBytes)}` + (storage.quotaBytes ? ` of ${formatBytes(storage.quotaBytes)}` : "");
+      const persisted = storage.persisted === true ? " (persistent)" : storage.persisted === false ? " (may be evicted)" : "";
+      this.storage.textContent = usage + persisted;
+      this.clearAll.disabled = cached.length === 0;
+    } catch (error) {
+      this.storage.textContent = `Storage: ${error instanceof Error ? error.message : String(error)}`;
+    }
+    this.renderList();
+  }
+
+  private renderList(): void {
+    if (this.models.length === 0) {
+      this.list.replaceChildren(h("li", { class: "muted" }, "No models."));
+      return;
+    }
+    this.list.replaceChildren(
+      ...this.models.map((m) => {
+        const fit = fitOf(m, this.device);
+        const cache = this.cached.get(m.id);
+        const cacheText = cache
+          ? `${formatBytes(cache.cachedBytes)} cached${cache.complete ? "" : ` of ${formatBytes(cache.totalBytes)}`}`
+          : "not cached";
+        const remove = h("button", { type: "button", class: "small danger", "aria-label": `Delete the cached files of ${modelLabel(m)}` }, "Delete");
+        remove.disabled = !cache;
+        confirmTwice(remove, "Confirm", async () => {
+          try {
+            await this.engine.cache.delete(m.id);
+          } catch (error) {
+            this.callbacks.onError(error);
+          }
+          await this.refreshCache();
+        });
+        const loaded = m.id === this.loadedId ? h("span", { class: "badge" }, "loaded") : null;
+        return h(
+          "li",
+          { class: "model-card", "data-model": m.id },
+          h("div", { class: "model-card-title" }, h("strong", {}, modelLabel(m)), loaded),
+          h(
+            "dl",
+            {},
+            h("dt", {}, "Quantization"),
+            h("dd", {}, m.quantization ?? "?"),
+            h("dt", {}, "Download"),
+            h("dd", {}, formatBytes(m.download_bytes)),
+            h("dt", {}, "GPU memory"),
+            h("dd", {}, m.memory_bytes ? `~${formatBytes(m.memory_bytes)}` : "?"),
+            h("dt", {}, "Needs"),
+            h("dd", {}, requiredFeatures(m)),
+          ),
+          h("p", { class: `fit fit-${fit.level}` }, fit.text),
+          h("div", { class: "model-card-cache" }, h("span", { class: "cache-size" }, cacheText), remove),
+        );
+      }),
+    );
+  }
+}
