@@ -391,3 +391,40 @@ def test_chat_templates_render_as_transformers(browser, chat_site, tiny_qwen2, t
     assert qwen == _expected(AutoTokenizer.from_pretrained(tiny_qwen2.folder))
     assert "You are a helpful AI assistant named SmolLM" in smol[0]  # the template's default system prompt
     assert smol == _expected(transformers_tokenizer)
+
+
+def test_interrupted_download_resumes_at_file_granularity(browser, tiny_site):
+    """A load that fails part-way (one file's request dies) keeps the files verified so
+    far; the next load downloads only what is missing."""
+    root, model_dir = tiny_site
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    sizes = {f["path"]: f["size"] for f in manifest["files"]}
+    with LiveServer(root) as server:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(f"{server.url}/chat.html")
+            page.wait_for_function("window.webkilnChat !== undefined")
+            # The library is the largest file after the shard; fail it once the shards are through.
+            context.route("**/webgpu-f32.wasm", lambda route: route.abort("connectionreset"))
+            err = page.evaluate("""async () => {
+                window.e = window.webkilnChat.createEngine({worker: false});
+                await window.e.listModels();
+                try { await window.e.loadModel("tiny-chat"); } catch (err) { return {name: err.name, message: err.message}; }
+            }""")
+            assert err["name"] == "NetworkError" and "webgpu-f32.wasm" in err["message"], err
+            cached = page.evaluate("""async () => (await caches.open("webkiln-v1")).keys().then((ks) => ks.map((k) => k.url.split("/").pop()))""")
+            by_hash = {f["sha256"]: f["path"] for f in manifest["files"]}
+            kept = {by_hash[h] for h in cached if h in by_hash}
+            assert "webgpu-f32.wasm" not in kept and kept, kept
+            context.unroute("**/webgpu-f32.wasm")
+            progress = page.evaluate("""async () => {
+                const events = [];
+                await window.e.loadModel("tiny-chat", {onProgress: (p) => events.push(p)});
+                return events[events.length - 1];
+            }""")
+            needed = {manifest["backends"]["webgpu-f32"]["wasm"], "tokenizer.json", *manifest["tensors"]["shards"]}
+            assert progress["networkBytes"] == sum(sizes[p] for p in needed - kept)
+            assert progress["cachedBytes"] == sum(sizes[p] for p in needed & kept) > 0
+        finally:
+            context.close()

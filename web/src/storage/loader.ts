@@ -105,7 +105,7 @@ export async function loadFiles(
     options.onProgress?.({ ...progress, path, source });
   };
 
-  // Cancels downloads still running once one file fails, or when the caller aborts.
+  // Cancels downloads still running when the caller aborts.
   const controller = new AbortController();
   const abortFromCaller = () => controller.abort(options.signal?.reason);
   options.signal?.throwIfAborted();
@@ -148,7 +148,8 @@ export async function loadFiles(
           results.set(path, buffer);
         }
       },
-      () => controller.abort(),
+      // One file failing starts no new downloads, but those already running finish
+      // and are cached: the next attempt resumes with only the missing files.
     );
   } finally {
     options.signal?.removeEventListener("abort", abortFromCaller);
