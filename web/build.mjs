@@ -28,6 +28,7 @@ await build({
     chat: path.join(here, "src/chat_page.ts"), // site/chat.html: direct model handle for tests
     "test-entry": path.join(here, "src/test_entry.ts"), // test-only: site/test.html
     "test-storage": path.join(here, "src/test_storage_entry.ts"), // test-only: site/test-storage.html
+    "test-image": path.join(here, "src/test_image_entry.ts"), // test-only: site/test-image.html
   },
   outdir: path.join(here, "../site/assets"),
   format: "esm",
