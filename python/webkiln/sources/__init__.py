@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .base import (
     KEPT_GGML_TYPES,
@@ -20,14 +21,18 @@ from .gguf import load_gguf
 from .hf_folder import load_hf_folder
 from .hub import load_hub, looks_like_hub_id
 
+if TYPE_CHECKING:  # imported lazily: models.diffusion.config imports this package's base
+    from .diffusers_folder import DiffusersPipeline
+
 __all__ = [
     "KEPT_GGML_TYPES", "SUPPORTED_ARCHITECTURES", "LlmConfig", "ModelSource", "SourceError", "SourceTensor",
     "load_source", "load_gguf", "load_hf_folder", "load_hub", "expected_shapes", "check_tensors",
 ]
 
 
-def load_source(spec: str | Path) -> ModelSource:
-    """Load a `.gguf` path, a Hugging Face folder (with config.json) or a Hub id `org/name`.
+def load_source(spec: str | Path) -> ModelSource | DiffusersPipeline:
+    """Load a `.gguf` path, a Hugging Face folder (with config.json) or a Hub id `org/name`;
+    a diffusers pipeline folder (with model_index.json) gives a DiffusersPipeline (an image model).
 
     The result is checked: every tensor the architecture needs is there with its shape.
     Raises SourceError, whose message names the file or field and the fix.
@@ -37,9 +42,14 @@ def load_source(spec: str | Path) -> ModelSource:
     if path.is_file():
         source = load_gguf(path) if _is_gguf(path) else _unknown_file(path)
     elif path.is_dir():
+        if (path / "model_index.json").is_file():  # a diffusers pipeline: an image model
+            from .diffusers_folder import load_diffusers_folder
+
+            return load_diffusers_folder(path)  # checked while loading: every tensor bound by name and shape
         if not (path / "config.json").is_file():
             raise SourceError(f"{path}: folder has no config.json; pass a Hugging Face model folder "
-                              "(config.json, *.safetensors, tokenizer.json) or a .gguf file.")
+                              "(config.json, *.safetensors, tokenizer.json), a diffusers pipeline folder "
+                              "(model_index.json, text_encoder/, tokenizer/, unet/, vae/, scheduler/) or a .gguf file.")
         source = load_hf_folder(path)
     elif not path.exists() and looks_like_hub_id(text):
         source = load_hub(text)

@@ -1,0 +1,370 @@
+"""`build_web --model <diffusers folder>`: image models in the site/models format.
+
+The tiny fixed-seed random pipeline of test_diffusion_native.py is built with build_web
+(fast link) into a temporary site: manifest fields, files and hashes, shards that
+reassemble into the loader's parameters, index.json entry, per-binding maximum within
+the declared limit, compile-cache reuse on rebuild, and bad folders failing with one
+paragraph and no output. The merged library's three entry points (with the CLIP token
+table split into row blocks) are checked natively against diffusers.
+
+An SD 1.5-shaped pipeline (public configs; weight files are sparse safetensors whose
+headers come from diffusers / transformers models made on the meta device, so 4 GB
+take no disk and are never read) is checked with --plan-only: everything but compiling
+and writing weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from test_diffusion_native import SD15_UNET, make_tiny_pipeline, write_clip_tokenizer
+from webkiln.cli import build_web_main
+from webkiln.package.shards import MAX_SHARD_BYTES
+from webkiln.sources import load_source
+
+MIB = 2**20
+REUSED = "reused from the compile cache"
+
+SD15_VAE = {"_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+            "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+            "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+            "norm_num_groups": 32, "sample_size": 512, "scaling_factor": 0.18215}
+SD15_TEXT = {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "hidden_act": "quick_gelu",
+             "hidden_size": 768, "intermediate_size": 3072, "layer_norm_eps": 1e-05, "max_position_embeddings": 77,
+             "num_attention_heads": 12, "num_hidden_layers": 12, "vocab_size": 49408, "bos_token_id": 0,
+             "eos_token_id": 2, "pad_token_id": 1, "projection_dim": 768}
+SD15_SCHEDULER = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                  "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": False,
+                  "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None, "clip_sample": False}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory):
+    """WEBKILN_CACHE_DIR in a temporary folder with a copy of the built web runtime."""
+    from webkiln.toolchain import runtime
+
+    real = runtime.ensure_runtime()
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WEBKILN_CACHE_DIR", str(cache))
+        entry = runtime.runtime_dir()
+        entry.parent.mkdir(parents=True)
+        shutil.copytree(real.directory, entry)
+        yield cache
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_pipeline(tmp_path_factory.mktemp("diffusion"))
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = build_web_main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip()
+
+
+@pytest.fixture(scope="module")
+def built(private_cache, tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("site") / "models"
+    code = build_web_main(["--model", str(tiny[1]), "--quantization", "f32", "--fast-link", "--id", "tiny-sd",
+                           "--out", str(out)])
+    assert code == 0
+    return out, out / "tiny-sd"
+
+
+def test_manifest_files_and_index(built, tiny):
+    out, path = built
+    m = json.loads((path / "manifest.json").read_text())
+    loaded = load_source(tiny[1])
+    assert m["task"] == "image" and m["architecture"] == "stable-diffusion" and m["quantization"] == "f32"
+    assert m["image"] == {"height": 64, "width": 64, "latent_channels": 4, "latent_height": 32, "latent_width": 32,
+                          "vae_scale_factor": 2}  # sample_size 32 x the 2-block VAE's 2x
+    assert {c: v["entry"] for c, v in m["components"].items()} == {
+        "text_encoder": "encode_text", "unet": "unet", "vae": "vae_decode"}
+    assert m["components"]["vae"]["scaling_factor"] == pytest.approx(0.18215)
+    assert m["components"]["unet"]["batch"] == 2 and m["generation"]["guidance_scale"] > 0
+    assert m["components"]["unet"]["inputs"]["text_embeds"]["shape"] == [2, 77, 32]
+    assert m["tokenizer"]["max_length"] == 77 and m["tokenizer"]["eos_token_id"] == loaded.tokenizer.eos_token_id
+    assert m["scheduler"]["class"] == "PNDMScheduler" and m["scheduler"]["beta_schedule"] == "scaled_linear"
+    assert m["scheduler"]["num_train_timesteps"] == 1000 and m["scheduler"]["prediction_type"] == "epsilon"
+    assert list(m["backends"]) == ["webgpu-f32"]
+    backend = m["backends"]["webgpu-f32"]
+    assert backend["wasm"] == "webgpu-f32.wasm" and backend["required_features"] == []
+    assert (path / "webgpu-f32.wasm").read_bytes()[:4] == b"\0asm"
+    assert (path / "tokenizer.json").read_text() == loaded.tokenizer.tokenizer_json()
+
+    # every file listed with its size and hash; shards content-addressed
+    assert sorted([f["path"] for f in m["files"]] + ["manifest.json"]) == sorted(p.name for p in path.iterdir())
+    for entry in m["files"]:
+        file = path / entry["path"]
+        assert file.stat().st_size == entry["size"] and _sha256(file) == entry["sha256"], entry["path"]
+    weights = m["tensors"][backend["tensors"]]
+    sizes = {f["path"]: f["size"] for f in m["files"]}
+    for shard in weights["shards"]:
+        assert shard == f"{_sha256(path / shard)}.bin" and sizes[shard] <= MAX_SHARD_BYTES
+
+    # the shards reassemble into exactly the loader's parameters, in each entry point's order
+    shards = [(path / s).read_bytes() for s in weights["shards"]]
+    by_component: dict[str, list[np.ndarray]] = {}
+    for record in weights["records"]:
+        data = b"".join(shards[p["shard"]][p["offset"]: p["offset"] + p["nbytes"]] for p in record["pieces"])
+        assert len(data) == record["nbytes"]
+        by_component.setdefault(record["component"], []).append(
+            np.frombuffer(data, record["dtype"]).reshape(record["shape"]))
+    for name, component in loaded.components.items():
+        for ours, expected in zip(by_component[name], component.params("float32"), strict=True):
+            np.testing.assert_array_equal(ours, expected)
+
+    # limits: the declared per-binding maximum covers every weight and every activation
+    limit = backend["required_limits"]["maxStorageBufferBindingSize"]
+    assert limit <= 128 * MIB and backend["required_limits"]["maxBufferSize"] == limit
+    assert max(r["nbytes"] for r in weights["records"]) <= limit
+    activations = backend["largest_activations"]
+    assert max(a["bytes"] for a in activations.values()) == limit  # the UNet's attention scores here
+    assert activations["unet"]["bytes"] == 2 * 8 * 256 * 256 * 4 and "[2, 8, 256, 256]" in activations["unet"]["what"]
+    memory = m["memory"]
+    assert memory["weights_bytes"] == sum(sizes[s] for s in weights["shards"])
+    assert limit <= memory["activations_bytes"]
+    assert memory["total_bytes"] == memory["weights_bytes"] + memory["activations_bytes"]
+
+    index = json.loads((out / "index.json").read_text())
+    [entry] = index["models"]
+    assert entry["id"] == "tiny-sd" and entry["task"] == "image" and entry["manifest"] == "tiny-sd/manifest.json"
+    assert entry["download_bytes"] == sum(sizes.values()) and entry["memory_bytes"] == memory["total_bytes"]
+
+
+def test_rebuild_reuses_the_compile_cache(built, tiny, capsys):
+    out, path = built
+    before = (path / "webgpu-f32.wasm").read_bytes()
+    code, log, err = _cli(capsys, "--model", str(tiny[1]), "--quantization", "f32", "--fast-link", "--id", "tiny-sd",
+                          "--out", str(out))
+    assert code == 0, err
+    assert REUSED in log
+    assert (path / "webgpu-f32.wasm").read_bytes() == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging or old folder left
+
+
+def test_merged_library_with_split_token_table_matches_diffusers(tiny, tmp_path):
+    """The one-library export (three entry points, helper kernels renamed per component) with the CLIP
+    token embedding split into 3 row blocks, compiled natively, against diffusers / transformers."""
+    import tvm
+    from tvm import relax
+    from webkiln.compile.build import build_module
+    from webkiln.package.image_model import (
+        BackendPlan,
+        _arrays,
+        analyze_buffers,
+        export_components,
+        image_shape,
+    )
+
+    pipe, folder = tiny
+    loaded = load_source(folder)
+    shape = image_shape(loaded, None, turbo=False)
+    row_bytes = 32 * 4
+    mod, specs, splits = export_components(loaded, "float32", shape, split_bytes=400 * row_bytes)
+    assert [(n, s) for n, (_, s, _) in splits["text_encoder"].items()] == [
+        ("embeddings.token_embedding.parts.0.weight", 0), ("embeddings.token_embedding.parts.1.weight", 400),
+        ("embeddings.token_embedding.parts.2.weight", 800)]
+    plan = BackendPlan("native", "float32", mod, specs, splits, {})
+    params: dict[str, list[np.ndarray]] = {}
+    for name, array in _arrays(loaded, plan):
+        params.setdefault(name.split("/")[0], []).append(array)
+    assert analyze_buffers(mod, tvm.target.Target("llvm"))["vae"].largest_bytes == 1024 * 1024 * 4
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(build_module(mod, "native-cpu", tmp_path / "m.so"))),
+                              tvm.cpu())
+
+    def run(fn, component, *inputs):
+        dev = tvm.cpu()
+        args = [tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in inputs]
+        return vm[fn](*args, [tvm.runtime.tensor(p, dev) for p in params[component]]).numpy()
+
+    rng = np.random.default_rng(3)
+    ids = np.array([[loaded.tokenizer.bos_token_id, 5, 999, 400, 399, 800, 0, 801] + [532] * 69], np.int32)
+    latents = rng.standard_normal((2, 4, 32, 32)).astype(np.float32)
+    timestep = np.array([999.0, 321.0], np.float32)
+    with torch.no_grad():
+        text = pipe.text_encoder(torch.from_numpy(ids).long())[0].numpy()
+        noise = pipe.unet(torch.from_numpy(latents), torch.from_numpy(timestep),
+                          encoder_hidden_states=torch.from_numpy(np.concatenate([text, text]))).sample.numpy()
+        image = pipe.vae.decode(torch.from_numpy(latents[:1])).sample.numpy()
+    ours_text = run("encode_text", "text_encoder", ids)
+    for name, ours, ref in (("text", ours_text, text),
+                            ("unet", run("unet", "unet", latents, timestep, np.concatenate([ours_text, ours_text])),
+                             noise),
+                            ("vae", run("vae_decode", "vae", latents[:1]), image)):
+        err = float(np.abs(ours - ref).max())
+        print(f"{name}: max abs error {err:.3g}")
+        assert err <= 1e-4 * max(1.0, float(np.abs(ref).max())), name
+
+
+# --- bad inputs --------------------------------------------------------------------------
+
+
+def _copy(tiny, tmp_path) -> Path:
+    folder = tmp_path / "pipe"
+    shutil.copytree(tiny[1], folder)
+    return folder
+
+
+def _missing_vae(folder: Path) -> list[str]:
+    shutil.rmtree(folder / "vae")
+    return ["subfolder 'vae/' is missing"]
+
+
+def _unsupported_unet(folder: Path) -> list[str]:
+    path = folder / "unet" / "config.json"
+    config = json.loads(path.read_text())
+    config["down_block_types"] = ["DownBlock2D", "SimpleCrossAttnDownBlock2D"]
+    path.write_text(json.dumps(config))
+    return ["unet/config.json", "SimpleCrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+
+
+def _shape_mismatch(folder: Path) -> list[str]:
+    from safetensors.numpy import load_file, save_file
+
+    path = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(path)
+    name = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+    state[name] = np.zeros((64, 16), np.float32)
+    save_file(state, path)
+    return [name, "[64, 16]", "[64, 32]"]
+
+
+def _bad_size(folder: Path) -> list[str]:
+    return ["--size", "image height 30", "multiple of 4"]
+
+
+@pytest.mark.parametrize("case", [_missing_vae, _unsupported_unet, _shape_mismatch, _bad_size])
+def test_bad_input_fails_cleanly(case, tiny, tmp_path, capsys):
+    folder = _copy(tiny, tmp_path)
+    words = case(folder)
+    out = tmp_path / "models"
+    extra = ["--size", "30"] if case is _bad_size else []
+    code, _, err = _cli(capsys, "--model", str(folder), "--quantization", "f32", "--fast-link", "--out", str(out),
+                        *extra)
+    assert code != 0
+    assert err.startswith("error: ") and "Traceback" not in err and "\n\n" not in err and len(err.splitlines()) <= 2
+    for word in words[1:] if case is _bad_size else words:
+        assert word in err, (word, err)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+# --- SD 1.5-sized, plan only ----------------------------------------------------------------
+
+
+def _sparse_safetensors(path: Path, shapes: dict[str, tuple[int, ...]]) -> int:
+    """A safetensors file with these F32 tensors whose data is a hole (reads as zeros, takes no disk)."""
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        nbytes = int(np.prod(shape, dtype=np.int64)) * 4
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(raw)) + raw)
+        handle.truncate(8 + len(raw) + offset)
+    return offset
+
+
+@pytest.fixture(scope="module")
+def sd15(tmp_path_factory) -> Path:
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = tmp_path_factory.mktemp("sd15") / "sd15-random"
+    strip = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}
+    with init_empty_weights():  # names and shapes only
+        models = {"unet": UNet2DConditionModel.from_config(strip(SD15_UNET)),
+                  "vae": AutoencoderKL.from_config(strip(SD15_VAE)),
+                  "text_encoder": CLIPTextModel(CLIPTextConfig(**SD15_TEXT))}
+    configs = {"unet": SD15_UNET, "vae": SD15_VAE, "text_encoder": SD15_TEXT}
+    total = 0
+    for name, model in models.items():
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if v.is_floating_point()}
+        file = "model.safetensors" if name == "text_encoder" else "diffusion_pytorch_model.safetensors"
+        total += _sparse_safetensors(folder / name / file, shapes)
+        (folder / name / "config.json").write_text(json.dumps(configs[name]))
+    assert total > 4_000_000_000  # f32 text encoder + UNet + full VAE
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER))
+    write_clip_tokenizer(folder / "tokenizer")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    return folder
+
+
+def test_sd15_at_512_exceeds_the_default_binding_limit(sd15, tmp_path, capsys):
+    out = tmp_path / "models"
+    code, _, err = _cli(capsys, "--model", str(sd15), "--plan-only", str(tmp_path / "plan.json"), "--out", str(out))
+    assert code == 1
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
+    for word in ("unet", "[2, 8, 4096, 4096] float32 (attention scores)", "1024.0 MiB", "512x512", "--size",
+                 "--max-binding-mib"):
+        assert word in err, (word, err)
+    assert not out.exists() and not (tmp_path / "plan.json").exists()
+
+
+def test_sd15_plan_f16_at_512_with_1_gib_bindings(sd15, tmp_path, capsys):
+    from webkiln.models.diffusion.params import param_specs, parameter_count
+
+    plan_file = tmp_path / "plan.json"
+    out = tmp_path / "models"
+    code, log, err = _cli(capsys, "--model", str(sd15), "--plan-only", str(plan_file), "--max-binding-mib", "1024",
+                          "--out", str(out))
+    assert code == 0, err
+    print(log)
+    assert not out.exists()  # plan only: nothing written but the plan
+    m = json.loads(plan_file.read_text())
+    assert m["plan_only"] and m["files"] == [] and m["image"]["width"] == 512 and m["image"]["latent_width"] == 64
+    loaded = load_source(sd15)
+    n_params = {c: parameter_count(param_specs(c, loaded.components[c].config)) for c in loaded.components}
+    assert n_params["unet"] == 859_520_964
+    assert list(m["backends"]) == ["webgpu-f32", "webgpu-f16"]
+    for backend in m["backends"].values():
+        limit = backend["required_limits"]["maxStorageBufferBindingSize"]
+        records = m["tensors"][backend["tensors"]]["records"]
+        assert limit <= 1024 * MIB
+        assert max(r["nbytes"] for r in records) <= limit
+        assert max(a["bytes"] for a in backend["largest_activations"].values()) <= limit
+        assert backend["largest_activations"]["unet"]["bytes"] == 2 * 8 * 4096 * 4096 * 4 == limit
+        memory = backend["memory"]
+        assert memory["weights_bytes"] == sum(r["nbytes"] for r in records)
+        assert limit <= memory["activations_bytes"] <= 4 * limit
+        assert memory["total_bytes"] == memory["weights_bytes"] + memory["activations_bytes"]
+    f16, f32 = m["backends"]["webgpu-f16"]["memory"], m["backends"]["webgpu-f32"]["memory"]
+    assert f32["weights_bytes"] == 4 * sum(n_params.values())
+    assert 0.5 * f32["weights_bytes"] < f16["weights_bytes"] < 0.51 * f32["weights_bytes"]  # norms stay f32
+    assert m["memory"] == f16 and f16["total_bytes"] < 4 * 2**30
+
+
+def test_sd15_plan_at_256_fits_128_mib_with_a_split_token_table(sd15):
+    from webkiln.package.image_model import build_image_model
+
+    log: list[str] = []
+    m = build_image_model(load_source(sd15), "unused", "f32", size=256, plan_only=True, log=log.append)
+    backend = m["backends"]["webgpu-f32"]
+    limit = backend["required_limits"]["maxStorageBufferBindingSize"]
+    records = m["tensors"]["float32"]["records"]
+    assert limit <= 128 * MIB and max(r["nbytes"] for r in records) <= limit
+    parts = [r for r in records if "split" in r]
+    assert [r["split"]["rows"] for r in parts] == [[0, 43690], [43690, 49408]]  # 49408 x 768 f32 = 144.8 MiB
+    assert {r["split"]["of"] for r in parts} == {"embeddings.token_embedding.weight"}
+    assert backend["largest_activations"]["unet"]["bytes"] == 2 * 8 * 1024 * 1024 * 4  # 64 MiB scores at 32x32
