@@ -29,6 +29,7 @@ await build({
     "test-entry": path.join(here, "src/test_entry.ts"), // test-only: site/test.html
     "test-storage": path.join(here, "src/test_storage_entry.ts"), // test-only: site/test-storage.html
     "test-image": path.join(here, "src/test_image_entry.ts"), // test-only: site/test-image.html
+    "test-image-pipeline": path.join(here, "src/test_image_pipeline_entry.ts"), // test-only: site/test-image-pipeline.html
   },
   outdir: path.join(here, "../site/assets"),
   format: "esm",
