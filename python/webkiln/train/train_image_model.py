@@ -226,7 +226,6 @@ def main(argv=None) -> int:
     prior_elapsed = state.get("elapsed_before", 0.0)
     deadline -= prior_elapsed  # the cap covers all runs of this training together
     checkpointer = Checkpointer(ckpt_path, args.checkpoint_every)
-    phase_t0 = time.time()
 
     # -------------------------------------------------------------- phase 1: the VAE
     if state["phase"] == "vae":
