@@ -108,6 +108,8 @@ export interface LoadProgressEvent {
 
 export interface LoadedModel {
   id: string;
+  /** What the model does: chat.completions ("chat") or images.generate ("image"). */
+  task?: "chat" | "image";
   backend: string;
   manifestUrl: string;
   contextWindow: number;
@@ -137,6 +139,66 @@ export interface StorageInfo {
   persisted: boolean | null;
 }
 
+// ------------------------------------------------------------------ images
+// Request and response shapes follow OpenAI's Images API (images.generate).
+
+/** Samplers: Euler, Euler ancestral ("euler_a"; "euler_ancestral" is accepted too), DPM++ 2M. */
+export type ImageSchedulerName = "euler" | "euler_a" | "euler_ancestral" | "dpmpp_2m";
+
+export interface ImageGenerateRequest {
+  /** A model id; default: the loaded model (which must be an image model). */
+  model?: string;
+  prompt: string;
+  negative_prompt?: string | null;
+  /** Images per request: only 1 for now. */
+  n?: number | null;
+  /** "WxH": must be the size the model was built for (default: that size). */
+  size?: string | null;
+  seed?: number | null;
+  /** Default: the model's (25; 1 for Turbo models), at most its max_steps. */
+  steps?: number | null;
+  /** Classifier-free guidance scale; default: the model's (7.5; 0 for Turbo models). */
+  guidance_scale?: number | null;
+  /** Default: the model's own scheduler class when supported, else "euler". */
+  scheduler?: ImageSchedulerName | null;
+  /** Only "b64_json" (there is no server to host a URL). */
+  response_format?: "b64_json" | null;
+}
+
+export interface ImageGenerateOptions extends RequestOptions {
+  /** After each denoising step: 1-based step and the number of steps. */
+  onProgress?: (step: number, total: number) => void;
+}
+
+export interface ImageUsage {
+  /** Prompt tokens fed to the text encoder (CLIP: at most 75). */
+  input_tokens: number;
+  output_tokens: number;
+  total_tokens: number;
+  /** webkiln additions: what was run and how long each part took. */
+  extra: {
+    seed: number;
+    steps: number;
+    scheduler: ImageSchedulerName;
+    guidance_scale: number;
+    width: number;
+    height: number;
+    encode_ms: number;
+    step_ms: number[];
+    decode_ms: number;
+    png_ms: number;
+    total_ms: number;
+    steps_per_s: number;
+  };
+}
+
+export interface ImagesResponse {
+  created: number;
+  /** PNG files, base64; each carries the generation parameters in a "parameters" text chunk (A1111 style). */
+  data: Array<{ b64_json: string }>;
+  usage?: ImageUsage;
+}
+
 /** Events the engine reports outside any one request. */
 export type EngineEvent =
   | { type: "device-lost"; message: string; model: string | null }
@@ -149,6 +211,9 @@ export interface Engine {
       create(request: ChatCompletionRequest & { stream?: false | null }, options?: RequestOptions): Promise<ChatCompletion>;
       create(request: ChatCompletionRequest, options?: RequestOptions): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
     };
+  };
+  images: {
+    generate(request: ImageGenerateRequest, options?: ImageGenerateOptions): Promise<ImagesResponse>;
   };
   /** Models in `indexUrl` (default: models/index.json next to the page) plus custom manifest URLs. */
   listModels(options?: { indexUrl?: string; extraManifestUrls?: string[] }): Promise<ModelInfo[]>;

@@ -1,6 +1,9 @@
 // The engine itself: the Engine interface implemented on this thread. In a Worker it
 // sits behind worker_entry.ts; in a page it is used directly (createInPageEngine() in in_page.ts).
 
+import { ImageModel, type ImageManifest } from "../image/image_model";
+import { encodePng, toBase64 } from "../image/png";
+import type { SchedulerKind } from "../image/schedulers";
 import { ChatModel } from "../llm/chat_model";
 import { ChatTemplate } from "../llm/chat_template";
 import type { ChatManifest } from "../llm/manifest";
@@ -22,6 +25,10 @@ import type {
   Engine,
   EngineEvent,
   FinishReason,
+  ImageGenerateOptions,
+  ImageGenerateRequest,
+  ImageSchedulerName,
+  ImagesResponse,
   LoadedModel,
   LoadModelOptions,
   LoadProgressEvent,
@@ -30,7 +37,14 @@ import type {
   StorageInfo,
 } from "./api";
 import { Channel } from "./channel";
-import { ContextWindowError, DeviceLostError, ModelLoadError, ModelNotLoadedError, OutOfMemoryError } from "./errors";
+import {
+  ContextWindowError,
+  DeviceLostError,
+  InvalidRequestError,
+  ModelLoadError,
+  ModelNotLoadedError,
+  OutOfMemoryError,
+} from "./errors";
 import {
   completionId,
   makeChunk,
@@ -55,14 +69,11 @@ interface IndexEntry {
   backends?: Record<string, { required_features: string[] }>;
 }
 
-interface Loaded {
-  model: ChatModel;
-  template: ChatTemplate;
-  gpu: GPUContext;
-  info: LoadedModel;
-}
+type Loaded =
+  | { task: "chat"; model: ChatModel; template: ChatTemplate; gpu: GPUContext; info: LoadedModel }
+  | { task: "image"; model: ImageModel; gpu: GPUContext; info: LoadedModel };
 
-function infoFromManifest(manifest: ChatManifest, manifestUrl: string): ModelInfo {
+function infoFromManifest(manifest: ChatManifest | ImageManifest, manifestUrl: string): ModelInfo {
   return {
     id: manifest.id,
     task: manifest.task,
@@ -72,7 +83,7 @@ function infoFromManifest(manifest: ChatManifest, manifestUrl: string): ModelInf
     quantization: manifest.quantization,
     download_bytes: manifest.files.reduce((n, f) => n + f.size, 0),
     memory_bytes: manifest.memory.total_bytes,
-    context_window: manifest.context_window,
+    context_window: manifest.task === "chat" ? manifest.context_window : undefined,
     backends: Object.fromEntries(
       Object.entries(manifest.backends).map(([k, v]) => [k, { required_features: v.required_features }]),
     ),
@@ -197,7 +208,7 @@ export class LocalEngine implements Engine {
     }
     for (const url of options.extraManifestUrls ?? []) {
       const manifestUrl = new URL(url, this.baseUrl).href;
-      const manifest = (await fetchJsonCached(manifestUrl)).data as ChatManifest;
+      const manifest = (await fetchJsonCached(manifestUrl)).data as ChatManifest | ImageManifest;
       models.push(infoFromManifest(manifest, manifestUrl));
     }
     for (const m of models) this.known.set(m.id, m);
@@ -221,47 +232,79 @@ export class LocalEngine implements Engine {
       const started = performance.now();
       const gpu = await createWebGPUDevice();
       const tracker = new ProgressTracker(model, options.onProgress);
-      let chat: ChatModel | undefined;
+      const loadOptions = {
+        backend: options.backend,
+        gpu,
+        signal: options.signal,
+        onProgress: (p: LoadProgress) => {
+          tracker.files(p);
+          if (p.filesDone === p.totalFiles) tracker.stage("initialize", tracker.last, `Preparing ${model} on the GPU…`);
+        },
+        onCorruptCacheEntry: (entry: { path: string; expectedSha256: string; actualSha256: string }) =>
+          this.emit({
+            type: "corrupt-cache-entry",
+            model,
+            path: entry.path,
+            expectedSha256: entry.expectedSha256,
+            actualSha256: entry.actualSha256,
+          }),
+      };
+      let loaded: Loaded | undefined;
       gpu.device.pushErrorScope("out-of-memory");
       try {
-        chat = await ChatModel.load(manifestUrl, {
-          backend: options.backend,
-          gpu,
-          signal: options.signal,
-          onProgress: (p) => {
-            tracker.files(p);
-            if (p.filesDone === p.totalFiles) tracker.stage("initialize", tracker.last, `Preparing ${model} on the GPU…`);
-          },
-          onCorruptCacheEntry: (entry) =>
-            this.emit({
-              type: "corrupt-cache-entry",
-              model,
-              path: entry.path,
-              expectedSha256: entry.expectedSha256,
-              actualSha256: entry.actualSha256,
-            }),
-        });
+        // The manifest says what kind of model it is (fetchJsonCached: the loaders read it again from memory/cache).
+        const manifest = (await fetchJsonCached(manifestUrl, { signal: options.signal })).data as { task?: string };
+        if (manifest.task === "image") {
+          const image = await ImageModel.load(manifestUrl, loadOptions);
+          loaded = {
+            task: "image",
+            model: image,
+            gpu,
+            info: {
+              id: image.manifest.id,
+              task: "image",
+              backend: image.backend,
+              manifestUrl,
+              contextWindow: 0,
+              millis: 0,
+            },
+          };
+        } else {
+          const chat = await ChatModel.load(manifestUrl, loadOptions);
+          loaded = {
+            task: "chat",
+            model: chat,
+            template: new ChatTemplate(chat.manifest, chat.tokenizer),
+            gpu,
+            info: {
+              id: chat.manifest.id,
+              task: "chat",
+              backend: chat.backend,
+              manifestUrl,
+              contextWindow: chat.manifest.context_window,
+              millis: 0,
+            },
+          };
+        }
+      } catch (error) {
+        gpu.device.destroy();
+        throw error;
       } finally {
-        const oom = await gpu.device.popErrorScope();
+        const oom = await gpu.device.popErrorScope().catch(() => null);
         if (oom) {
-          chat?.dispose();
+          loaded?.model.dispose();
           gpu.device.destroy();
           throw new OutOfMemoryError(
             `The GPU ran out of memory loading ${model} (${oom.message}). Close other GPU-heavy tabs, or choose a smaller model or quantization.`,
           );
         }
       }
-      if (!chat) throw new ModelLoadError(`${model} did not load`); // unreachable: load threw
-      const info: LoadedModel = {
-        id: chat.manifest.id,
-        backend: chat.backend,
-        manifestUrl,
-        contextWindow: chat.manifest.context_window,
-        millis: performance.now() - started,
-      };
-      const loaded: Loaded = { model: chat, template: new ChatTemplate(chat.manifest, chat.tokenizer), gpu, info };
-      this.loaded = loaded;
-      void gpu.device.lost.then((lost) => this.onDeviceLost(loaded, lost));
+      if (!loaded) throw new ModelLoadError(`${model} did not load`); // unreachable: load threw
+      loaded.info.millis = performance.now() - started;
+      const info = loaded.info;
+      const current = loaded;
+      this.loaded = current;
+      void gpu.device.lost.then((lost) => this.onDeviceLost(current, lost));
       tracker.stage("ready", tracker.last, `${info.id} is ready (${info.backend})`);
       return info;
     });
@@ -302,7 +345,9 @@ export class LocalEngine implements Engine {
   }
 
   resetChat(): Promise<void> {
-    return this.exclusive(async () => this.loaded?.model.reset());
+    return this.exclusive(async () => {
+      if (this.loaded?.task === "chat") this.loaded.model.reset();
+    });
   }
 
   /** Test hook: destroys the GPU device as a driver reset would. */
@@ -310,7 +355,9 @@ export class LocalEngine implements Engine {
     this.loaded?.gpu.device.destroy();
   }
 
-  private require(model: string | null): Loaded {
+  private require(model: string | null, task: "chat"): Extract<Loaded, { task: "chat" }>;
+  private require(model: string | null, task: "image"): Extract<Loaded, { task: "image" }>;
+  private require(model: string | null, task: "chat" | "image"): Loaded {
     if (!this.loaded) {
       if (this.lostMessage !== null) {
         throw new DeviceLostError(
@@ -322,6 +369,14 @@ export class LocalEngine implements Engine {
     if (model !== null && model !== this.loaded.info.id) {
       throw new ModelNotLoadedError(
         `The request asks for model '${model}' but '${this.loaded.info.id}' is loaded. Load it with loadModel('${model}') first.`,
+      );
+    }
+    if (this.loaded.task !== task) {
+      const id = this.loaded.info.id;
+      throw new ModelNotLoadedError(
+        task === "chat"
+          ? `'${id}' is an image model: use images.generate() with it, or load a chat model with loadModel() for chat.completions.`
+          : `'${id}' is a chat model: use chat.completions.create() with it, or load an image model with loadModel() for images.generate().`,
       );
     }
     return this.loaded;
@@ -398,7 +453,7 @@ export class LocalEngine implements Engine {
     signal: AbortSignal | undefined,
     sink: RunSink,
   ): Promise<void> {
-    const loaded = this.require(params.model);
+    const loaded = this.require(params.model, "chat");
     const { model, template } = loaded;
     const manifest = model.manifest;
     const prompt = Array.from(model.tokenizer.encode(template.render(params.messages)));
@@ -462,6 +517,90 @@ export class LocalEngine implements Engine {
     sink.end({ finishReason, usage, id, created, model: manifest.id });
   }
 
+  // ------------------------------------------------------------------ images
+
+  readonly images = {
+    generate: (request: ImageGenerateRequest, options: ImageGenerateOptions = {}): Promise<ImagesResponse> => {
+      const params = validateImageRequest(request);
+      return this.exclusive(() => this.generateImage(params, options));
+    },
+  };
+
+  private async generateImage(params: ImageParams, options: ImageGenerateOptions): Promise<ImagesResponse> {
+    const loaded = this.require(params.model, "image");
+    const model = loaded.model;
+    const { width, height } = model;
+    if (params.size !== null && params.size !== `${width}x${height}`) {
+      throw new InvalidRequestError(
+        `size '${params.size}' is not available: ${model.manifest.id} was built for ${width}x${height} images (rebuild it with --size for another size).`,
+        "size",
+      );
+    }
+    const maxSteps = model.manifest.generation.max_steps;
+    if (params.steps !== null && params.steps > maxSteps) {
+      throw new InvalidRequestError(`steps must be at most ${maxSteps} for ${model.manifest.id}, got ${params.steps}`, "steps");
+    }
+    const t0 = performance.now();
+    let result;
+    try {
+      result = await model.generate({
+        prompt: params.prompt,
+        negativePrompt: params.negativePrompt ?? undefined,
+        steps: params.steps ?? undefined,
+        guidanceScale: params.guidanceScale ?? undefined,
+        seed: params.seed ?? undefined,
+        scheduler: params.scheduler ?? undefined,
+        signal: options.signal,
+        onStep: options.onProgress,
+      });
+    } catch (error) {
+      if (this.lostMessage !== null) {
+        throw new DeviceLostError(
+          `The GPU device was lost during generation (${this.lostMessage}). Load the model again with loadModel().`,
+        );
+      }
+      throw error;
+    }
+    const t1 = performance.now();
+    const sampler = SAMPLER_NAMES[result.scheduler];
+    const lines = [result.prompt];
+    if (result.negativePrompt) lines.push(`Negative prompt: ${result.negativePrompt}`);
+    lines.push(
+      `Steps: ${result.steps}, Sampler: ${sampler}, CFG scale: ${result.guidanceScale}, Seed: ${result.seed}, ` +
+        `Size: ${width}x${height}, Model: ${model.manifest.id}`,
+    );
+    const png = await encodePng(result.image.rgba, result.image.width, result.image.height, {
+      parameters: lines.join("\n"),
+      Software: "webkiln",
+    });
+    const t2 = performance.now();
+    const { timings } = result;
+    const stepsMs = timings.stepMs.reduce((a, b) => a + b, 0);
+    return {
+      created: Math.floor(Date.now() / 1000),
+      data: [{ b64_json: toBase64(png) }],
+      usage: {
+        input_tokens: result.promptTokens,
+        output_tokens: 0,
+        total_tokens: result.promptTokens,
+        extra: {
+          seed: Number(result.seed),
+          steps: result.steps,
+          scheduler: result.scheduler === "euler_ancestral" ? "euler_a" : result.scheduler,
+          guidance_scale: result.guidanceScale,
+          width,
+          height,
+          encode_ms: timings.encodeMs,
+          step_ms: timings.stepMs,
+          decode_ms: timings.decodeMs,
+          png_ms: t2 - t1,
+          total_ms: t2 - t0,
+          steps_per_s: stepsMs > 0 ? (timings.stepMs.length * 1000) / stepsMs : 0,
+        },
+      },
+    };
+  }
+
   // ------------------------------------------------------------------ storage
 
   readonly cache = {
@@ -480,4 +619,95 @@ export class LocalEngine implements Engine {
   terminate(): void {
     this.release();
   }
+}
+
+// ------------------------------------------------------------------ image requests
+
+const SAMPLER_NAMES: Record<SchedulerKind, string> = { euler: "Euler", euler_ancestral: "Euler a", dpmpp_2m: "DPM++ 2M" };
+const SCHEDULER_KINDS: Record<ImageSchedulerName, SchedulerKind> = {
+  euler: "euler",
+  euler_a: "euler_ancestral",
+  euler_ancestral: "euler_ancestral",
+  dpmpp_2m: "dpmpp_2m",
+};
+
+interface ImageParams {
+  model: string | null;
+  prompt: string;
+  negativePrompt: string | null;
+  size: string | null;
+  seed: number | null;
+  steps: number | null;
+  guidanceScale: number | null;
+  scheduler: SchedulerKind | null;
+}
+
+const IMAGE_FIELDS = new Set([
+  "model",
+  "prompt",
+  "negative_prompt",
+  "n",
+  "size",
+  "seed",
+  "steps",
+  "guidance_scale",
+  "scheduler",
+  "response_format",
+]);
+
+/** Checks an images.generate request; InvalidRequestError names the bad field. */
+export function validateImageRequest(request: ImageGenerateRequest): ImageParams {
+  if (typeof request !== "object" || request === null) throw new InvalidRequestError("the request must be an object");
+  for (const key of Object.keys(request)) {
+    if (!IMAGE_FIELDS.has(key)) throw new InvalidRequestError(`unknown field '${key}'`, key);
+  }
+  const given = (v: unknown) => v !== undefined && v !== null;
+  if (given(request.model) && typeof request.model !== "string") throw new InvalidRequestError("model must be a string", "model");
+  if (typeof request.prompt !== "string") throw new InvalidRequestError("prompt must be a string", "prompt");
+  if (given(request.negative_prompt) && typeof request.negative_prompt !== "string") {
+    throw new InvalidRequestError("negative_prompt must be a string", "negative_prompt");
+  }
+  if (given(request.n) && request.n !== 1) {
+    throw new InvalidRequestError(`n must be 1 (one image per request for now), got ${JSON.stringify(request.n)}`, "n");
+  }
+  if (given(request.size) && (typeof request.size !== "string" || !/^\d+x\d+$/.test(request.size))) {
+    throw new InvalidRequestError(`size must be "WIDTHxHEIGHT" (e.g. "512x512"), got ${JSON.stringify(request.size)}`, "size");
+  }
+  if (given(request.seed) && (!Number.isSafeInteger(request.seed) || (request.seed as number) < 0)) {
+    throw new InvalidRequestError(`seed must be an integer >= 0, got ${JSON.stringify(request.seed)}`, "seed");
+  }
+  if (given(request.steps) && (!Number.isInteger(request.steps) || (request.steps as number) < 1)) {
+    throw new InvalidRequestError(`steps must be an integer >= 1, got ${JSON.stringify(request.steps)}`, "steps");
+  }
+  const g = request.guidance_scale;
+  if (given(g) && (typeof g !== "number" || !Number.isFinite(g) || g < 0)) {
+    throw new InvalidRequestError(`guidance_scale must be a number >= 0, got ${JSON.stringify(g)}`, "guidance_scale");
+  }
+  let scheduler: SchedulerKind | null = null;
+  if (given(request.scheduler)) {
+    const kind = typeof request.scheduler === "string" ? SCHEDULER_KINDS[request.scheduler] : undefined;
+    if (!kind || !Object.prototype.hasOwnProperty.call(SCHEDULER_KINDS, request.scheduler as string)) {
+      throw new InvalidRequestError(
+        `unknown scheduler ${JSON.stringify(request.scheduler)} (expected "euler", "euler_a" or "dpmpp_2m")`,
+        "scheduler",
+      );
+    }
+    scheduler = kind;
+  }
+  if (given(request.response_format) && request.response_format !== "b64_json") {
+    throw new InvalidRequestError(
+      `response_format ${JSON.stringify(request.response_format)} is not supported: only "b64_json" (images are made in the browser; there is no URL to serve them from)`,
+      "response_format",
+    );
+  }
+  return {
+    model: request.model ?? null,
+    prompt: request.prompt,
+    negativePrompt: request.negative_prompt ?? null,
+    size: request.size ?? null,
+    seed: request.seed ?? null,
+    steps: request.steps ?? null,
+    guidanceScale: g ?? null,
+    scheduler,
+  };
 }

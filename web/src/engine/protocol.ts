@@ -13,6 +13,8 @@ export type FromWorker =
   | { kind: "error"; id: number; error: SerializedError }
   | { kind: "chunk"; id: number; chunk: ChatCompletionChunk }
   | { kind: "progress"; id: number; event: LoadProgressEvent }
+  /** images.generate: a denoising step finished. */
+  | { kind: "step"; id: number; step: number; total: number }
   | { kind: "event"; event: EngineEvent };
 
 export interface SerializedError {

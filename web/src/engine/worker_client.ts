@@ -9,6 +9,9 @@ import type {
   ChatCompletionRequest,
   Engine,
   EngineEvent,
+  ImageGenerateOptions,
+  ImageGenerateRequest,
+  ImagesResponse,
   LoadedModel,
   LoadModelOptions,
   LoadProgressEvent,
@@ -26,6 +29,7 @@ interface Pending {
   reject: (error: unknown) => void;
   onChunk?: (chunk: ChatCompletionChunk) => void;
   onProgress?: (event: LoadProgressEvent) => void;
+  onStep?: (step: number, total: number) => void;
 }
 
 export class WorkerEngine implements Engine {
@@ -62,6 +66,9 @@ export class WorkerEngine implements Engine {
         break;
       case "progress":
         p.onProgress?.(message.event);
+        break;
+      case "step":
+        p.onStep?.(message.step, message.total);
         break;
       case "result":
         this.pending.delete(message.id);
@@ -139,6 +146,18 @@ export class WorkerEngine implements Engine {
     await Promise.race([started, finished]);
     return channel;
   }
+
+  // The worker checks image requests (the size depends on the loaded model); its typed
+  // errors come back as the same classes.
+  readonly images = {
+    generate: (request: ImageGenerateRequest, options: ImageGenerateOptions = {}): Promise<ImagesResponse> =>
+      this.call<ImagesResponse>(
+        "images.generate",
+        [request, options.onProgress !== undefined],
+        { onStep: options.onProgress },
+        options.signal,
+      ).done,
+  };
 
   listModels(options: { indexUrl?: string; extraManifestUrls?: string[] } = {}): Promise<ModelInfo[]> {
     // The worker's own URL is under assets/: resolve page-relative URLs here.

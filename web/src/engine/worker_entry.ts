@@ -1,7 +1,7 @@
 // The engine's Worker side: runs a LocalEngine and answers the messages of
 // worker_client.ts (see protocol.ts). Loaded as site/assets/engine-worker.js.
 
-import type { ChatCompletionChunk, ChatCompletionRequest } from "./api";
+import type { ChatCompletionChunk, ChatCompletionRequest, ImageGenerateRequest } from "./api";
 import { LocalEngine } from "./local_engine";
 import { serializeError, type ToWorker, type FromWorker } from "./protocol";
 
@@ -22,6 +22,13 @@ async function call(id: number, method: string, args: unknown[], signal: AbortSi
         return undefined;
       }
       return result;
+    }
+    case "images.generate": {
+      const [request, wantsProgress] = args as [ImageGenerateRequest, boolean];
+      return engine.images.generate(request, {
+        signal,
+        onProgress: wantsProgress ? (step, total) => post({ kind: "step", id, step, total }) : undefined,
+      });
     }
     case "listModels":
       return engine.listModels(args[0] as Parameters<LocalEngine["listModels"]>[0]);

@@ -1,0 +1,328 @@
+// A loaded image model: a built Stable Diffusion-family pipeline (docs/FORMAT.md, "Image
+// models") from its manifest.json: the backend's library (encode_text, unet, vae_decode
+// in one module), its weight set, the CLIP tokenizer, and an ImagePipeline on top.
+
+import type * as tvmjs from "@mlc-ai/web-runtime";
+import { InvalidRequestError, ModelLoadError, UnsupportedDeviceError } from "../engine/errors";
+import { createWebGPUDevice, loadModule, type GPUContext, type LoadedModule } from "../engine/runtime";
+import type { TensorRecord } from "../llm/manifest";
+import { Tokenizer } from "../llm/tokenizer";
+import { fetchJsonCached, loadFiles, type LoadOptions, type ModelFile } from "../storage";
+import { type DecodedImage, type GenerateResult, ImagePipeline } from "./pipeline";
+import type { SchedulerConfig, SchedulerKind } from "./schedulers";
+import type { FloatDType } from "./tensors";
+
+export interface ImageBackendEntry {
+  wasm: string;
+  activation_dtype: FloatDType;
+  required_features: string[];
+  required_limits: Record<string, number>;
+  /** The weight set it reads: a key of `tensors`. */
+  tensors: string;
+  memory?: { weights_bytes: number; activations_bytes: number; total_bytes: number };
+}
+
+export type ImageComponentName = "text_encoder" | "unet" | "vae";
+
+export interface ImageTensorRecord extends TensorRecord {
+  component: ImageComponentName;
+  split?: { of: string; axis: number; rows: [number, number] };
+}
+
+export interface ImageManifest {
+  format: number;
+  id: string;
+  task: "image";
+  name: string;
+  architecture: string;
+  pipeline_class?: string;
+  quantization: string;
+  image: {
+    height: number;
+    width: number;
+    latent_channels: number;
+    latent_height: number;
+    latent_width: number;
+    vae_scale_factor: number;
+  };
+  components: {
+    text_encoder: { entry: string; output: { shape: number[] }; [key: string]: unknown };
+    unet: { entry: string; batch: number; [key: string]: unknown };
+    vae: { entry: string; scaling_factor: number; shift_factor: number | null; [key: string]: unknown };
+  };
+  tokenizer: {
+    file: string;
+    kind: string;
+    max_length: number;
+    bos_token_id: number;
+    eos_token_id: number;
+    pad_token_id: number;
+  };
+  scheduler: SchedulerConfig & { class?: string | null };
+  generation: {
+    steps: number;
+    max_steps: number;
+    guidance_scale: number;
+    turbo: boolean;
+    width: number;
+    height: number;
+    negative_prompt: string;
+  };
+  backends: Record<string, ImageBackendEntry>;
+  memory: { weights_bytes: number; activations_bytes: number; total_bytes: number };
+  tensors: Record<string, { shards: string[]; records: ImageTensorRecord[] }>;
+  files: ModelFile[];
+}
+
+export interface LoadImageOptions extends Pick<LoadOptions, "onProgress" | "onCorruptCacheEntry" | "cacheName" | "signal"> {
+  /** "webgpu-f32" or "webgpu-f16"; default: f16 when built and the device has shader-f16, else f32. */
+  backend?: string;
+  /** The WebGPU device to use; default: a new one. */
+  gpu?: GPUContext;
+}
+
+export interface ImageGenerateOptions {
+  prompt: string;
+  /** Default: the manifest's generation.negative_prompt (""). */
+  negativePrompt?: string;
+  /** Default: the manifest's generation.steps; at most generation.max_steps. */
+  steps?: number;
+  /** Default: the manifest's generation.guidance_scale. */
+  guidanceScale?: number;
+  /** Default: a random one (returned in the result). */
+  seed?: number | bigint;
+  /** Default: the model's scheduler class when the browser has it, else Euler. */
+  scheduler?: SchedulerKind;
+  onStep?: (step: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface ImageGeneration extends GenerateResult {
+  image: DecodedImage;
+  prompt: string;
+  negativePrompt: string;
+  steps: number;
+  guidanceScale: number;
+  seed: number | bigint;
+  scheduler: SchedulerKind;
+  /** Prompt tokens fed to the text encoder (without <bos>/<eos>, after truncation). */
+  promptTokens: number;
+}
+
+const SCHEDULER_CLASSES: Record<string, SchedulerKind> = {
+  EulerDiscreteScheduler: "euler",
+  EulerAncestralDiscreteScheduler: "euler_ancestral",
+  DPMSolverMultistepScheduler: "dpmpp_2m",
+};
+
+function chooseBackend(manifest: ImageManifest, gpu: GPUContext, requested?: string): [string, ImageBackendEntry] {
+  const names = Object.keys(manifest.backends);
+  const fits = (entry: ImageBackendEntry) => entry.required_features.every((f) => gpu.features.includes(f));
+  if (requested) {
+    const entry = manifest.backends[requested];
+    if (!entry) throw new ModelLoadError(`Model ${manifest.id} has no backend '${requested}' (it has: ${names.join(", ")}).`);
+    if (!fits(entry)) {
+      const missing = entry.required_features.filter((f) => !gpu.features.includes(f));
+      throw new UnsupportedDeviceError(
+        `Backend ${requested} of ${manifest.id} needs WebGPU feature(s) ${missing.join(", ")}, which this device lacks. Use the webgpu-f32 backend.`,
+      );
+    }
+    return [requested, entry];
+  }
+  for (const name of ["webgpu-f16", "webgpu-f32"]) {
+    const entry = manifest.backends[name];
+    if (entry && fits(entry)) return [name, entry];
+  }
+  throw new UnsupportedDeviceError(`No backend of ${manifest.id} runs on this device (it has: ${names.join(", ")}).`);
+}
+
+function checkLimits(manifest: ImageManifest, backend: string, entry: ImageBackendEntry, gpu: GPUContext): void {
+  for (const [limit, needed] of Object.entries(entry.required_limits ?? {})) {
+    const have = gpu.limits[limit];
+    if (have !== undefined && have < needed) {
+      throw new UnsupportedDeviceError(
+        `Model ${manifest.id} (${backend}) needs ${limit} >= ${needed} bytes but this GPU allows ${have}. ` +
+          "Choose a smaller image size or model.",
+      );
+    }
+  }
+}
+
+/** The parameters of one component (records in entry-point order), assembled from shard pieces. */
+function componentParams(
+  mod: LoadedModule,
+  records: ImageTensorRecord[],
+  shards: Uint8Array[],
+): tvmjs.TVMArray {
+  const { tvm, device } = mod;
+  return tvm.withNewScope(() => {
+    const tensors = records.map((r) => {
+      let bytes: Uint8Array;
+      const only = r.pieces.length === 1 ? r.pieces[0] : undefined;
+      if (only) {
+        const shard = shards[only.shard];
+        if (!shard) throw new ModelLoadError(`tensor ${r.component}/${r.name} refers to missing shard ${only.shard}`);
+        bytes = shard.subarray(only.offset, only.offset + only.nbytes);
+      } else {
+        bytes = new Uint8Array(r.nbytes);
+        let at = 0;
+        for (const piece of r.pieces) {
+          const shard = shards[piece.shard];
+          if (!shard) throw new ModelLoadError(`tensor ${r.component}/${r.name} refers to missing shard ${piece.shard}`);
+          bytes.set(shard.subarray(piece.offset, piece.offset + piece.nbytes), at);
+          at += piece.nbytes;
+        }
+      }
+      if (bytes.length !== r.nbytes) {
+        throw new ModelLoadError(`tensor ${r.component}/${r.name} has ${bytes.length} bytes in its shards, expected ${r.nbytes}`);
+      }
+      return tvm.empty(r.shape, r.dtype, device).copyFromRawBytes(bytes);
+    });
+    return tvm.detachFromCurrentScope(tvm.makeTVMArray(tensors));
+  });
+}
+
+export class ImageModel {
+  private constructor(
+    readonly manifest: ImageManifest,
+    readonly backend: string,
+    readonly tokenizer: Tokenizer,
+    readonly pipeline: ImagePipeline,
+  ) {}
+
+  get width(): number {
+    return this.manifest.image.width;
+  }
+
+  get height(): number {
+    return this.manifest.image.height;
+  }
+
+  /** The scheduler a request without one gets: the model's own class, else Euler. */
+  get defaultScheduler(): SchedulerKind {
+    const cls = this.manifest.scheduler.class ?? this.manifest.scheduler._class_name;
+    return (typeof cls === "string" ? SCHEDULER_CLASSES[cls] : undefined) ?? "euler";
+  }
+
+  static async load(manifestUrl: string, options: LoadImageOptions = {}): Promise<ImageModel> {
+    const manifest = (await fetchJsonCached(manifestUrl, { signal: options.signal })).data as ImageManifest;
+    if (manifest.task !== "image") {
+      throw new ModelLoadError(`${manifest.id} is a '${String(manifest.task)}' model, not an image model.`);
+    }
+    const gpu = options.gpu ?? (await createWebGPUDevice());
+    const [backend, entry] = chooseBackend(manifest, gpu, options.backend);
+    checkLimits(manifest, backend, entry, gpu);
+    const weights = manifest.tensors[entry.tensors];
+    if (!weights) throw new ModelLoadError(`${manifest.id}: backend ${backend} reads weight set '${entry.tensors}', which the manifest lacks.`);
+    const tokenizerFile = manifest.tokenizer.file ?? "tokenizer.json";
+    const wanted = new Set([entry.wasm, tokenizerFile, ...weights.shards]);
+    const files = await loadFiles(manifestUrl, manifest.files.filter((f) => wanted.has(f.path)), options);
+    const get = (path: string): ArrayBuffer => {
+      const data = files.get(path);
+      if (!data) throw new ModelLoadError(`${path} is listed by the manifest but was not loaded`);
+      return data;
+    };
+    const tokenizer = await Tokenizer.fromJSON(get(tokenizerFile));
+    let mod: LoadedModule | undefined;
+    const params: tvmjs.TVMArray[] = [];
+    try {
+      mod = await loadModule(get(entry.wasm), "webgpu", gpu);
+      const shards = weights.shards.map((p) => new Uint8Array(get(p)));
+      const byComponent = (c: ImageComponentName) => weights.records.filter((r) => r.component === c);
+      const [te, unet, vae] = (["text_encoder", "unet", "vae"] as const).map((c) => {
+        const p = componentParams(mod as LoadedModule, byComponent(c), shards);
+        params.push(p);
+        return p;
+      }) as [tvmjs.TVMArray, tvmjs.TVMArray, tvmjs.TVMArray];
+      await mod.device.sync();
+      const c = manifest.components;
+      const textOut = c.text_encoder.output.shape;
+      const pipeline = new ImagePipeline({
+        textEncoder: { mod, params: te, entry: c.text_encoder.entry },
+        unet: { mod, params: unet, entry: c.unet.entry, batch: c.unet.batch },
+        vae: { mod, params: vae, entry: c.vae.entry },
+        constants: {
+          latentChannels: manifest.image.latent_channels,
+          latentHeight: manifest.image.latent_height,
+          latentWidth: manifest.image.latent_width,
+          textLength: manifest.tokenizer.max_length,
+          textHidden: textOut[textOut.length - 1] as number,
+          vaeScalingFactor: c.vae.scaling_factor,
+          vaeShiftFactor: c.vae.shift_factor,
+          dtype: entry.activation_dtype,
+        },
+        schedulerConfig: { ...manifest.scheduler, _class_name: manifest.scheduler.class ?? manifest.scheduler._class_name },
+      });
+      return new ImageModel(manifest, backend, tokenizer, pipeline);
+    } catch (error) {
+      for (const p of params) p.dispose();
+      mod?.dispose();
+      tokenizer.dispose();
+      throw error;
+    }
+  }
+
+  /** Prompt token ids (no <bos>/<eos>), truncated to what fits between them. */
+  promptTokens(text: string): number[] {
+    const { bos_token_id: bos, eos_token_id: eos, max_length: length } = this.manifest.tokenizer;
+    let ids = Array.from(this.tokenizer.encode(text));
+    // The build's tokenizer.json puts <bos> ... <eos> around every encoding (as CLIP's does).
+    if (ids[0] === bos) ids = ids.slice(1);
+    if (ids.length > 0 && ids[ids.length - 1] === eos) ids = ids.slice(0, -1);
+    return ids.slice(0, length - 2);
+  }
+
+  /**
+   * The text encoder's input for `text`, as diffusers' pipelines make it
+   * (`tokenizer(text, padding="max_length", max_length=77, truncation=True)`):
+   * <bos>, at most 75 tokens, <eos>, then <pad> up to 77.
+   */
+  encodePrompt(text: string): Int32Array {
+    const { bos_token_id: bos, eos_token_id: eos, pad_token_id: pad, max_length: length } = this.manifest.tokenizer;
+    const ids = [bos, ...this.promptTokens(text), eos];
+    while (ids.length < length) ids.push(pad);
+    return Int32Array.from(ids);
+  }
+
+  async generate(options: ImageGenerateOptions): Promise<ImageGeneration> {
+    const gen = this.manifest.generation;
+    const steps = options.steps ?? gen.steps;
+    if (!Number.isInteger(steps) || steps < 1 || steps > gen.max_steps) {
+      throw new InvalidRequestError(`steps must be an integer from 1 to ${gen.max_steps} for ${this.manifest.id}, got ${steps}`, "steps");
+    }
+    const guidanceScale = options.guidanceScale ?? gen.guidance_scale;
+    if (typeof guidanceScale !== "number" || !Number.isFinite(guidanceScale) || guidanceScale < 0) {
+      throw new InvalidRequestError(`guidance_scale must be a number >= 0, got ${guidanceScale}`, "guidance_scale");
+    }
+    const seed = options.seed ?? Math.floor(Math.random() * 2 ** 32);
+    const scheduler = options.scheduler ?? this.defaultScheduler;
+    const negativePrompt = options.negativePrompt ?? gen.negative_prompt ?? "";
+    const result = await this.pipeline.generate({
+      promptIds: this.encodePrompt(options.prompt),
+      negativeIds: this.encodePrompt(negativePrompt),
+      steps,
+      guidanceScale,
+      seed,
+      scheduler,
+      signal: options.signal,
+      onStep: options.onStep ? (step, total) => options.onStep?.(step, total) : undefined,
+    });
+    if (!result.image) throw new Error("the pipeline returned no image"); // decode defaults to true
+    return {
+      ...result,
+      image: result.image,
+      prompt: options.prompt,
+      negativePrompt,
+      steps,
+      guidanceScale,
+      seed,
+      scheduler,
+      promptTokens: this.promptTokens(options.prompt).length,
+    };
+  }
+
+  dispose(): void {
+    this.pipeline.dispose();
+    this.tokenizer.dispose();
+  }
+}
