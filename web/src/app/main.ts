@@ -16,6 +16,8 @@ import { probeDevice, type DeviceInfo } from "./device";
 import { el } from "./dom";
 import { createWorkerEngine } from "./engine";
 import { ErrorBanner, isAbort } from "./errors";
+import { GalleryStore } from "./gallery";
+import { ImagesView } from "./images_view";
 import { renderMarkdown } from "./markdown";
 import { modelLabel, ModelPicker } from "./model_picker";
 import { SettingsPanel } from "./settings";
@@ -25,6 +27,7 @@ import { initTheme } from "./theme";
 const NO_MODEL =
   "No model is built yet. Run ./scripts/serve.sh (it builds the default model) or build_web --model … to build one, then reload this page.";
 const MODEL_KEY = "webkiln.model";
+const TAB_KEY = "webkiln.tab";
 const finePointer = window.matchMedia("(pointer: fine)");
 
 type Busy = "idle" | "loading" | "generating";
@@ -76,6 +79,10 @@ class App {
   private loading: AbortController | null = null;
   /** Messages taken off the end by "Edit last"; Escape puts them back. */
   private editing: Conversation["messages"] | null = null;
+  /** Whether the Chat tab is shown (the engine holds one model: the shown tab's). */
+  private active = true;
+  /** What "Reload model" does while another tab is shown. */
+  reloadOther: (() => void) | null = null;
 
   constructor(
     private readonly engine: Engine | null,
@@ -91,7 +98,8 @@ class App {
       onDelete: (id) => void this.remove(id),
     });
     this.errors = new ErrorBanner(() => {
-      if (this.wanted) void this.load(this.wanted);
+      if (!this.active) this.reloadOther?.();
+      else if (this.wanted) void this.load(this.wanted);
     });
     this.settings = new SettingsPanel({
       systemPrompt: el("system-prompt"),
@@ -106,7 +114,44 @@ class App {
 
   // ---- startup -------------------------------------------------------------------
 
-  async start(device: DeviceInfo): Promise<void> {
+  get errorBanner(): ErrorBanner {
+    return this.errors;
+  }
+
+  get generating(): boolean {
+    return this.busy === "generating";
+  }
+
+  /** The Chat tab is shown: load its model unless it is loaded. */
+  activate(): void {
+    this.active = true;
+    if (this.picker && this.picker.select.options.length === 0) this.setStatus(NO_MODEL, true);
+    const id = this.wanted ?? this.picker?.select.value;
+    if (this.loaded || this.busy !== "idle" || !id || !this.picker?.find(id)) {
+      this.sync();
+      return;
+    }
+    if (this.picker.fit(id)?.level === "no") return;
+    void this.load(id);
+  }
+
+  /** Another tab is shown (and loads its own model): chat's model is no longer loaded. */
+  deactivate(): void {
+    this.active = false;
+    if (this.loading) {
+      const controller = this.loading;
+      this.loading = null;
+      controller.abort();
+      this.busy = "idle";
+      this.picker?.progress(null);
+    }
+    this.loaded = null;
+    this.picker?.setLoaded(null);
+    this.setStatus("");
+    this.sync();
+  }
+
+  async start(device: DeviceInfo, autoload = true): Promise<void> {
     const conversations = await this.store.list();
     if (conversations[0]) this.conversation = conversations[0];
     this.showConversation();
@@ -119,7 +164,7 @@ class App {
       this.errors.show({ name: "WebGPUUnavailableError", message: `WebGPU is not available in this browser (${device.unavailable}).` });
     }
     engine.onEvent((event) => {
-      if (event.type === "device-lost") {
+      if (event.type === "device-lost" && this.active) {
         this.loaded = null;
         this.picker?.setLoaded(null);
         this.generation?.abort();
@@ -131,12 +176,7 @@ class App {
       }
     });
 
-    let models: ModelInfo[] = [];
-    try {
-      models = (await engine.listModels()).filter((m) => m.task === "chat");
-    } catch (error) {
-      console.warn("listModels failed", error);
-    }
+    const models = (await listModels(engine)).filter((m) => m.task === "chat");
     const picker = new ModelPicker(engine, device, {
       onChoose: (id) => void this.load(id),
       onError: (error) => this.errors.show(error),
@@ -159,13 +199,15 @@ class App {
       return;
     }
     picker.choose(first.id);
-    void this.load(first.id);
+    this.wanted = first.id;
+    if (autoload) void this.load(first.id);
+    else this.setStatus("");
   }
 
   // ---- model loading ------------------------------------------------------------
 
   async load(id: string): Promise<void> {
-    if (!this.engine || !this.picker || this.busy === "generating") return;
+    if (!this.engine || !this.picker || this.busy === "generating" || !this.active) return;
     const picker = this.picker;
     this.loading?.abort();
     const controller = new AbortController();
@@ -508,6 +550,79 @@ class App {
   }
 }
 
+let modelList: Promise<ModelInfo[]> | null = null;
+
+/** The engine's models (both tasks), asked for once. */
+function listModels(engine: Engine): Promise<ModelInfo[]> {
+  modelList ??= engine.listModels().catch((error: unknown) => {
+    console.warn("listModels failed", error);
+    return [];
+  });
+  return modelList;
+}
+
+type Tab = "chat" | "images";
+
+/** The Chat / Images switch in the top bar (a tablist: arrow keys move between the tabs). */
+class Tabs {
+  private readonly buttons: Record<Tab, HTMLButtonElement> = { chat: el("tab-chat"), images: el("tab-images") };
+  private readonly chatParts = [el<HTMLElement>("chat"), el<HTMLElement>("chat-bottom"), el<HTMLElement>("chat-model-area")];
+  current: Tab = "chat";
+
+  constructor(
+    private readonly app: App,
+    private readonly images: ImagesView,
+  ) {
+    for (const tab of ["chat", "images"] as const) {
+      const button = this.buttons[tab];
+      button.addEventListener("click", () => this.select(tab));
+      button.addEventListener("keydown", (event) => {
+        if (!["ArrowLeft", "ArrowRight", "Home", "End"].includes(event.key)) return;
+        event.preventDefault();
+        const next: Tab = event.key === "Home" ? "chat" : event.key === "End" ? "images" : tab === "chat" ? "images" : "chat";
+        this.buttons[next].focus();
+        this.select(next);
+      });
+    }
+  }
+
+  static rememberedTab(): Tab {
+    try {
+      return localStorage.getItem(TAB_KEY) === "images" ? "images" : "chat";
+    } catch {
+      return "chat";
+    }
+  }
+
+  /** Shows a tab; the engine then loads that tab's model (one model at a time). */
+  select(tab: Tab, force = false): void {
+    if (tab === this.current && !force) return;
+    if (this.app.generating || this.images.generating) return;
+    this.current = tab;
+    try {
+      localStorage.setItem(TAB_KEY, tab);
+    } catch {
+      // Not remembered.
+    }
+    for (const [name, button] of Object.entries(this.buttons)) {
+      const selected = name === tab;
+      button.setAttribute("aria-selected", String(selected));
+      button.tabIndex = selected ? 0 : -1;
+    }
+    for (const part of this.chatParts) part.hidden = tab !== "chat";
+    this.images.root.hidden = tab !== "images";
+    document.body.dataset.tab = tab;
+    document.title = tab === "images" ? "webkiln images" : "webkiln chat";
+    if (tab === "images") {
+      this.app.deactivate();
+      this.images.activate();
+    } else {
+      this.images.deactivate();
+      this.app.activate();
+    }
+  }
+}
+
 async function main(): Promise<void> {
   initTheme(el<HTMLButtonElement>("theme-toggle"));
   let resolveReady!: () => void;
@@ -523,10 +638,17 @@ async function main(): Promise<void> {
     startupError = error;
   }
   window.webkilnApp.engine = engine;
-  const [store, device] = await Promise.all([ConversationStore.open(), probeDevice()]);
+  const [store, gallery, device] = await Promise.all([ConversationStore.open(), GalleryStore.open(), probeDevice()]);
   app = new App(engine, store);
+  const images = new ImagesView(engine, device, gallery, app.errorBanner);
+  app.reloadOther = () => images.reload();
+  const tabs = new Tabs(app, images);
+  const tab = Tabs.rememberedTab();
   if (startupError) app.startupFailed(startupError);
-  await app.start(device);
+  if (tab === "images") tabs.select("images", true);
+  await app.start(device, tab === "chat");
+  if (engine) await images.start((await listModels(engine)).filter((m) => m.task === "image"));
+  if (tab === "images") images.activate();
   resolveReady();
   // The app shell keeps working offline (never rejects; false where unsupported).
   void registerServiceWorker();

@@ -15,9 +15,19 @@ export interface PickerCallbacks {
 
 export const modelLabel = (m: ModelInfo): string => m.name ?? m.id;
 
+export interface PickerElements {
+  /** The select's id (default "model-select"). */
+  select?: string;
+  /** The info line's id (default "model-info"). */
+  info?: string;
+  /** Whether this picker renders the "Models & storage" panel (default true). */
+  panel?: boolean;
+}
+
 export class ModelPicker {
-  readonly select = el<HTMLSelectElement>("model-select");
-  private readonly info = el<HTMLElement>("model-info");
+  readonly select: HTMLSelectElement;
+  private readonly info: HTMLElement;
+  private readonly panel: boolean;
   private readonly progressBox = el<HTMLElement>("load-progress");
   private readonly progressBar = el<HTMLProgressElement>("load-bar");
   private readonly progressText = el<HTMLElement>("load-text");
@@ -27,17 +37,23 @@ export class ModelPicker {
   private models: ModelInfo[] = [];
   private cached = new Map<string, CachedModel>();
   private loadedId: string | null = null;
+  /** Extra words for a model's info line (the image size of an image model). */
+  private details: Record<string, string> = {};
 
   constructor(
     private readonly engine: Engine,
     private readonly device: DeviceInfo,
     private readonly callbacks: PickerCallbacks,
+    elements: PickerElements = {},
   ) {
+    this.select = el<HTMLSelectElement>(elements.select ?? "model-select");
+    this.info = el<HTMLElement>(elements.info ?? "model-info");
+    this.panel = elements.panel ?? true;
     this.select.addEventListener("change", () => {
       this.showInfo(this.select.value);
       callbacks.onChoose(this.select.value);
     });
-    confirmTwice(this.clearAll, "Click again to delete all", async () => {
+    if (this.panel) confirmTwice(this.clearAll, "Click again to delete all", async () => {
       try {
         await this.engine.cache.clear();
       } catch (error) {
@@ -93,11 +109,17 @@ export class ModelPicker {
     }
     const fit = fitOf(m, this.device);
     const parts = [m.quantization ?? "?", `${formatBytes(m.download_bytes)} download`];
+    if (m.task === "image" && this.details[m.id]) parts.push(this.details[m.id]!);
     if (m.context_window) parts.push(`${m.context_window.toLocaleString()} token context`);
     this.info.replaceChildren(
       h("span", {}, parts.join(" · ")),
       h("span", { class: `fit fit-${fit.level}` }, fit.level === "fits" ? "✓ " : fit.level === "maybe" ? "⚠ " : "✕ ", fit.text),
     );
+  }
+
+  setDetail(id: string, text: string): void {
+    this.details[id] = text;
+    if (this.select.value === id) this.showInfo(id);
   }
 
   setDisabled(disabled: boolean): void {
@@ -127,6 +149,7 @@ export class ModelPicker {
   }
 
   async refreshCache(): Promise<void> {
+    if (!this.panel) return;
     try {
       const [cached, storage] = await Promise.all([this.engine.cache.list(this.models), this.engine.cache.storage()]);
       this.cached = new Map(cached.map((c) => [c.id, c]));
@@ -144,6 +167,7 @@ export class ModelPicker {
   }
 
   private renderList(): void {
+    if (!this.panel) return;
     if (this.models.length === 0) {
       this.list.replaceChildren(h("li", { class: "muted" }, "No models."));
       return;

@@ -1,0 +1,502 @@
+// The Images tab: an image-model picker (in the top bar), the generation form, a
+// per-step progress bar, the result with a PNG download, and the gallery (gallery.ts).
+// The engine holds one model at a time: this tab loads its model when it is shown.
+
+import type { Engine, ImageGenerateRequest, ImageSchedulerName, ModelInfo } from "../engine/api";
+import type { DeviceInfo } from "./device";
+import { el, h } from "./dom";
+import { isAbort, type ErrorBanner } from "./errors";
+import { GalleryStore, newGalleryId, type GalleryItem, type ImageParameters } from "./gallery";
+import { modelLabel, ModelPicker } from "./model_picker";
+
+const MODEL_KEY = "webkiln.imageModel";
+const SCHEDULER_CLASSES: Record<string, string> = {
+  EulerDiscreteScheduler: "euler",
+  EulerAncestralDiscreteScheduler: "euler_a",
+  DPMSolverMultistepScheduler: "dpmpp_2m",
+};
+const SAMPLER_NAMES: Record<string, string> = { euler: "Euler", euler_a: "Euler a", euler_ancestral: "Euler a", dpmpp_2m: "DPM++ 2M" };
+
+type Busy = "idle" | "loading" | "generating";
+
+/** What the manifest says about generation (read by the app for its form). */
+interface ModelDefaults {
+  width: number;
+  height: number;
+  steps: number;
+  maxSteps: number;
+  guidance: number;
+  scheduler: string;
+}
+
+function remembered(): string | null {
+  try {
+    return localStorage.getItem(MODEL_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
+  const text = atob(b64);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  return bytes;
+}
+
+function numberOrNull(input: HTMLInputElement): number | null {
+  const text = input.value.trim();
+  if (!text) return null;
+  const value = Number(text);
+  return Number.isFinite(value) ? value : null;
+}
+
+export class ImagesView {
+  readonly root = el<HTMLElement>("images-view");
+  private readonly modelArea = el<HTMLElement>("image-model-area");
+  private readonly form = el<HTMLFormElement>("image-form");
+  private readonly prompt = el<HTMLTextAreaElement>("image-prompt");
+  private readonly negative = el<HTMLTextAreaElement>("image-negative");
+  private readonly steps = el<HTMLInputElement>("image-steps");
+  private readonly guidance = el<HTMLInputElement>("image-guidance");
+  private readonly seed = el<HTMLInputElement>("image-seed");
+  private readonly scheduler = el<HTMLSelectElement>("image-scheduler");
+  private readonly size = el<HTMLInputElement>("image-size");
+  private readonly generateButton = el<HTMLButtonElement>("image-generate");
+  private readonly stopButton = el<HTMLButtonElement>("image-stop");
+  private readonly progressBar = el<HTMLProgressElement>("image-progress");
+  private readonly progressText = el<HTMLElement>("image-progress-text");
+  private readonly status = el<HTMLElement>("image-status");
+  private readonly result = el<HTMLImageElement>("image-result");
+  private readonly resultBox = el<HTMLElement>("image-result-box");
+  private readonly download = el<HTMLAnchorElement>("image-download");
+  private readonly meta = el<HTMLElement>("image-meta");
+  private readonly gallery = el<HTMLUListElement>("gallery");
+  private readonly picker: ModelPicker;
+
+  private models: ModelInfo[] = [];
+  private defaults = new Map<string, ModelDefaults>();
+  private busy: Busy = "idle";
+  private loaded: string | null = null;
+  private wanted: string | null = null;
+  private active = false;
+  private loading: AbortController | null = null;
+  private generation: AbortController | null = null;
+  /** Object URLs of the gallery's images, by item id (revoked when an item goes). */
+  private urls = new Map<string, string>();
+  private shownId: string | null = null;
+
+  constructor(
+    private readonly engine: Engine | null,
+    device: DeviceInfo,
+    private readonly store: GalleryStore,
+    private readonly errors: ErrorBanner,
+  ) {
+    this.picker = new ModelPicker(
+      engine as Engine,
+      device,
+      {
+        onChoose: (id) => {
+          void this.showDefaults(id);
+          void this.load(id);
+        },
+        onError: (error) => this.errors.show(error),
+      },
+      { select: "image-model-select", info: "image-model-info", panel: false },
+    );
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.generate();
+    });
+    this.prompt.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        void this.generate();
+      }
+    });
+    this.stopButton.addEventListener("click", () => this.generation?.abort());
+    el<HTMLButtonElement>("cancel-load").addEventListener("click", () => {
+      if (this.active) this.loading?.abort();
+    });
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && this.active && this.busy === "generating") {
+        event.preventDefault();
+        this.generation?.abort();
+      }
+    });
+    engine?.onEvent((event) => {
+      if (event.type !== "device-lost" || !this.active) return;
+      this.loaded = null;
+      this.generation?.abort();
+      this.errors.show({ name: "DeviceLostError", message: event.message }, { reload: true });
+      this.setStatus("The GPU device was lost: reload the model to continue.", true);
+      this.sync();
+    });
+    this.sync();
+  }
+
+  get generating(): boolean {
+    return this.busy === "generating";
+  }
+
+  async start(models: ModelInfo[]): Promise<void> {
+    this.models = models;
+    this.picker.setModels(models);
+    await this.renderGallery();
+    if (models.length === 0) {
+      this.setStatus("No image model is built yet: build one with build_web --model <a diffusers folder>, then reload.", true);
+      this.sync();
+      return;
+    }
+    const first = this.picker.initialChoice(remembered()) ?? models[0]!;
+    this.wanted = first.id;
+    this.picker.choose(first.id);
+    await this.showDefaults(first.id);
+    this.sync();
+  }
+
+  /** The Images tab is shown: load its model unless it is loaded. */
+  activate(): void {
+    this.active = true;
+    this.modelArea.hidden = false;
+    if (this.loaded || this.busy !== "idle" || !this.wanted) {
+      this.sync();
+      return;
+    }
+    if (this.picker.fit(this.wanted)?.level === "no") {
+      this.setStatus("This image model does not run on this device.", true);
+      return;
+    }
+    void this.load(this.wanted);
+  }
+
+  deactivate(): void {
+    this.active = false;
+    this.modelArea.hidden = true;
+    if (this.loading) {
+      const controller = this.loading;
+      this.loading = null;
+      controller.abort();
+      this.busy = "idle";
+      this.picker.progress(null);
+    }
+    this.loaded = null;
+    this.sync();
+  }
+
+  reload(): void {
+    if (this.wanted) void this.load(this.wanted);
+  }
+
+  // ---- the model ------------------------------------------------------------------
+
+  private async fetchDefaults(id: string): Promise<ModelDefaults | null> {
+    const known = this.defaults.get(id);
+    if (known) return known;
+    const model = this.models.find((m) => m.id === id);
+    if (!model) return null;
+    try {
+      const response = await fetch(model.manifestUrl);
+      const m = (await response.json()) as {
+        image?: { width: number; height: number };
+        generation?: { steps: number; max_steps: number; guidance_scale: number; width: number; height: number };
+        scheduler?: { class?: string | null; _class_name?: string };
+      };
+      const cls = m.scheduler?.class ?? m.scheduler?._class_name ?? "";
+      const d: ModelDefaults = {
+        width: m.generation?.width ?? m.image?.width ?? 0,
+        height: m.generation?.height ?? m.image?.height ?? 0,
+        steps: m.generation?.steps ?? 25,
+        maxSteps: m.generation?.max_steps ?? 150,
+        guidance: m.generation?.guidance_scale ?? 7.5,
+        scheduler: SCHEDULER_CLASSES[cls] ?? "euler",
+      };
+      this.defaults.set(id, d);
+      this.picker.setDetail(id, `${d.width}×${d.height} px`);
+      return d;
+    } catch (error) {
+      console.warn("could not read the manifest of", id, error);
+      return null;
+    }
+  }
+
+  private async showDefaults(id: string): Promise<void> {
+    const d = await this.fetchDefaults(id);
+    if (!d) return;
+    this.size.value = `${d.width} × ${d.height}`;
+    this.steps.value = String(d.steps);
+    this.steps.max = String(d.maxSteps);
+    this.guidance.value = String(d.guidance);
+    const first = this.scheduler.options[0];
+    if (first) first.textContent = `Model default (${SAMPLER_NAMES[d.scheduler] ?? d.scheduler})`;
+  }
+
+  async load(id: string): Promise<void> {
+    if (!this.engine || this.busy === "generating" || !this.active) return;
+    this.loading?.abort();
+    const controller = new AbortController();
+    this.loading = controller;
+    this.wanted = id;
+    this.loaded = null;
+    this.busy = "loading";
+    this.errors.clear();
+    this.picker.choose(id);
+    this.sync();
+    const label = modelLabel(this.picker.find(id) ?? ({ id } as ModelInfo));
+    this.setStatus(`Loading ${label}…`);
+    try {
+      const info = await this.engine.loadModel(id, {
+        signal: controller.signal,
+        onProgress: (event) => {
+          if (this.loading === controller) this.picker.progress(event);
+        },
+      });
+      if (this.loading !== controller) return;
+      this.loaded = id;
+      try {
+        localStorage.setItem(MODEL_KEY, id);
+      } catch {
+        // Not remembered.
+      }
+      this.setStatus(`${label} is ready (${info.backend}, loaded in ${(info.millis / 1000).toFixed(1)} s).`);
+    } catch (error) {
+      if (this.loading !== controller) return;
+      if (isAbort(error) || controller.signal.aborted) {
+        this.setStatus(`Loading ${label} was cancelled.`);
+      } else {
+        this.errors.show(error);
+        this.setStatus(`Loading ${label} failed.`, true);
+      }
+    } finally {
+      if (this.loading === controller) {
+        this.loading = null;
+        this.busy = "idle";
+        this.picker.progress(null);
+        this.sync();
+      }
+    }
+  }
+
+  // ---- generating -------------------------------------------------------------------
+
+  private request(): ImageGenerateRequest {
+    const request: ImageGenerateRequest = { prompt: this.prompt.value.trim(), response_format: "b64_json" };
+    const negative = this.negative.value.trim();
+    if (negative) request.negative_prompt = negative;
+    const steps = numberOrNull(this.steps);
+    if (steps !== null) request.steps = Math.round(steps);
+    const guidance = numberOrNull(this.guidance);
+    if (guidance !== null) request.guidance_scale = guidance;
+    const seed = numberOrNull(this.seed);
+    if (seed !== null) request.seed = Math.round(seed);
+    if (this.scheduler.value) request.scheduler = this.scheduler.value as ImageSchedulerName;
+    return request;
+  }
+
+  private async generate(): Promise<void> {
+    if (!this.engine || !this.loaded || this.busy !== "idle") return;
+    const request = this.request();
+    if (!request.prompt) {
+      this.setStatus("Write a prompt first.", true);
+      this.prompt.focus();
+      return;
+    }
+    const model = this.loaded;
+    const controller = new AbortController();
+    this.generation = controller;
+    this.busy = "generating";
+    this.errors.clear();
+    const total = request.steps ?? this.defaults.get(model)?.steps ?? 0;
+    this.showProgress(0, total);
+    this.setStatus("Encoding the prompt…");
+    this.sync();
+    const started = performance.now();
+    try {
+      const response = await this.engine.images.generate(request, {
+        signal: controller.signal,
+        onProgress: (step, n) => {
+          this.showProgress(step, n);
+          this.setStatus(step < n ? `Denoising: step ${step} of ${n}` : "Decoding the image…");
+        },
+      });
+      const item = response.data[0];
+      if (!item) throw new Error("The engine returned no image.");
+      const extra = response.usage?.extra;
+      const d = this.defaults.get(model);
+      const parameters: ImageParameters = {
+        model,
+        prompt: request.prompt,
+        negativePrompt: request.negative_prompt ?? "",
+        steps: extra?.steps ?? request.steps ?? total,
+        guidanceScale: extra?.guidance_scale ?? request.guidance_scale ?? d?.guidance ?? 0,
+        seed: extra?.seed ?? request.seed ?? 0,
+        scheduler: extra?.scheduler ?? request.scheduler ?? d?.scheduler ?? "euler",
+        width: extra?.width ?? d?.width ?? 0,
+        height: extra?.height ?? d?.height ?? 0,
+      };
+      const created = (response.created || Math.floor(Date.now() / 1000)) * 1000;
+      const galleryItem: GalleryItem = {
+        id: newGalleryId(created),
+        created: Date.now(),
+        png: new Blob([decodeBase64(item.b64_json)], { type: "image/png" }),
+        parameters,
+      };
+      const seconds = (performance.now() - started) / 1000;
+      try {
+        await this.store.put(galleryItem);
+      } catch (error) {
+        this.errors.show(error);
+      }
+      await this.renderGallery(galleryItem);
+      this.show(galleryItem);
+      this.setStatus(`Done in ${seconds.toFixed(1)} s · seed ${parameters.seed}.`);
+    } catch (error) {
+      if (isAbort(error) || controller.signal.aborted) {
+        this.setStatus("Stopped.");
+      } else {
+        this.errors.show(error);
+        this.setStatus("The image failed.", true);
+      }
+    } finally {
+      this.generation = null;
+      this.busy = "idle";
+      this.sync();
+    }
+  }
+
+  private showProgress(step: number, total: number): void {
+    this.progressBar.max = Math.max(total, 1);
+    this.progressBar.value = step;
+    this.progressBar.dataset.step = String(step);
+    this.progressBar.dataset.total = String(total);
+    const text = total > 0 ? `step ${step} of ${total}` : "";
+    this.progressBar.setAttribute("aria-valuetext", text);
+    this.progressText.textContent = text;
+  }
+
+  // ---- result and gallery ------------------------------------------------------------
+
+  private urlOf(item: GalleryItem): string {
+    let url = this.urls.get(item.id);
+    if (!url) {
+      url = URL.createObjectURL(item.png);
+      this.urls.set(item.id, url);
+    }
+    return url;
+  }
+
+  /** Shows an image (new or from the gallery) with its parameters and a download link. */
+  private show(item: GalleryItem): void {
+    const p = item.parameters;
+    const url = this.urlOf(item);
+    this.shownId = item.id;
+    this.result.src = url;
+    this.result.alt = p.prompt;
+    this.result.width = p.width;
+    this.result.height = p.height;
+    this.result.classList.toggle("pixelated", Math.max(p.width, p.height) < 256);
+    this.result.style.aspectRatio = p.width && p.height ? `${p.width} / ${p.height}` : "";
+    this.result.hidden = false;
+    this.download.href = url;
+    this.download.download = `webkiln-${p.seed}.png`;
+    this.download.hidden = false;
+    this.resultBox.dataset.empty = "false";
+    this.meta.replaceChildren(
+      h("p", { class: "image-meta-prompt" }, p.prompt),
+      p.negativePrompt ? h("p", { class: "hint" }, `Negative: ${p.negativePrompt}`) : "",
+      h(
+        "p",
+        { class: "hint" },
+        `Seed ${p.seed} · ${p.steps} steps · ${SAMPLER_NAMES[p.scheduler] ?? p.scheduler} · CFG ${p.guidanceScale} · ` +
+          `${p.width}×${p.height} · ${p.model}`,
+      ),
+    );
+    for (const node of this.gallery.querySelectorAll<HTMLElement>(".gallery-item")) {
+      node.classList.toggle("current", node.dataset.id === item.id);
+    }
+  }
+
+  private clearResult(): void {
+    this.shownId = null;
+    this.result.hidden = true;
+    this.result.removeAttribute("src");
+    this.download.hidden = true;
+    this.download.removeAttribute("href");
+    this.resultBox.dataset.empty = "true";
+    this.meta.replaceChildren();
+  }
+
+  private async renderGallery(fresh?: GalleryItem): Promise<void> {
+    let items: GalleryItem[];
+    try {
+      items = await this.store.list();
+    } catch (error) {
+      this.errors.show(error);
+      items = fresh ? [fresh] : [];
+    }
+    const keep = new Set(items.map((i) => i.id));
+    for (const [id, url] of this.urls) {
+      if (!keep.has(id)) {
+        URL.revokeObjectURL(url);
+        this.urls.delete(id);
+      }
+    }
+    if (items.length === 0) {
+      this.gallery.replaceChildren(h("li", { class: "gallery-empty muted" }, "Generated images are kept here, in this browser."));
+      return;
+    }
+    this.gallery.replaceChildren(
+      ...items.map((item) => {
+        const p = item.parameters;
+        const thumb = h("img", { src: this.urlOf(item), alt: p.prompt, width: p.width, height: p.height });
+        if (Math.max(p.width, p.height) < 256) thumb.classList.add("pixelated");
+        const view = h("button", { type: "button", class: "gallery-view", "aria-label": `View: ${p.prompt} (seed ${p.seed})`, title: p.prompt }, thumb);
+        view.addEventListener("click", () => this.show(item));
+        const remove = h("button", { type: "button", class: "gallery-delete icon-button", "aria-label": `Delete: ${p.prompt} (seed ${p.seed})` });
+        remove.append(svgCross());
+        remove.addEventListener("click", () => void this.remove(item.id));
+        const li = h("li", { class: "gallery-item", "data-id": item.id }, view, remove);
+        if (item.id === this.shownId) li.classList.add("current");
+        return li;
+      }),
+    );
+  }
+
+  private async remove(id: string): Promise<void> {
+    try {
+      await this.store.delete(id);
+    } catch (error) {
+      this.errors.show(error);
+    }
+    if (this.shownId === id) this.clearResult();
+    await this.renderGallery();
+  }
+
+  // ---- state --------------------------------------------------------------------------
+
+  private setStatus(text: string, isError = false): void {
+    this.status.textContent = text;
+    this.status.classList.toggle("error", isError);
+  }
+
+  private sync(): void {
+    const generating = this.busy === "generating";
+    this.generateButton.disabled = !(this.busy === "idle" && this.loaded !== null);
+    this.stopButton.disabled = !generating;
+    this.picker.setDisabled(generating);
+    this.form.dataset.busy = String(generating);
+    this.root.setAttribute("aria-busy", String(generating));
+    this.progressBar.closest<HTMLElement>(".image-progress")!.hidden = !generating && this.progressBar.dataset.step === undefined;
+  }
+}
+
+function svgCross(): SVGSVGElement {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", "M6 6l12 12M18 6L6 18");
+  svg.append(path);
+  return svg;
+}
