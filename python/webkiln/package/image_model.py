@@ -45,7 +45,7 @@ from ..compile.cache import cached_library
 from ..compile.targets import get_target
 from ..hashing import sha256_file
 from ..toolchain.link import LinkMode
-from .model import FORMAT_VERSION, Progress, default_model_id, write_index
+from .model import FORMAT_VERSION, Progress, default_model_id, publish
 from .shards import write_shards
 
 MIB = 2**20
@@ -564,20 +564,7 @@ def build_image_model(
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
         progress.done()
 
-        final = out_root / model_id
-        old = None
-        if final.exists():
-            old = out_root / f".{model_id}.old-{os.getpid()}"
-            final.rename(old)
-        try:
-            staging.rename(final)
-        except BaseException:
-            if old is not None:  # put the previous build back
-                old.rename(final)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        write_index(out_root)
+        final = publish(staging, out_root, model_id)
         log(f"built {model_id} in {time.monotonic() - progress.start:.1f} s -> {final}")
         return final
     except BaseException:

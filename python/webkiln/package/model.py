@@ -153,20 +153,7 @@ def build_chat_model(
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
         progress.done()
 
-        final = out_root / model_id
-        old = None
-        if final.exists():
-            old = out_root / f".{model_id}.old-{os.getpid()}"
-            final.rename(old)
-        try:
-            staging.rename(final)
-        except BaseException:
-            if old is not None:  # put the previous build back
-                old.rename(final)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        write_index(out_root)
+        final = publish(staging, out_root, model_id)
         log(f"built {model_id} in {time.monotonic() - progress.start:.1f} s -> {final}")
         return final
     except BaseException:
@@ -198,6 +185,26 @@ def _largest_binding(cfg, records: list[dict], context: int, chunk: int, dtype: 
     kv_layer = pages * 2 * cfg.num_key_value_heads * PAGE_SIZE * cfg.head_dim * b
     act = chunk * 2 * cfg.intermediate_size * b
     return max([r["nbytes"] for r in records] + [kv_layer, act, cfg.vocab_size * 4])
+
+
+def publish(staging: Path, out_root: Path, model_id: str) -> Path:
+    """Renames a finished staging folder to `out_root/model_id` (the previous build is
+    restored if that fails) and rewrites models/index.json."""
+    final = out_root / model_id
+    old = None
+    if final.exists():
+        old = out_root / f".{model_id}.old-{os.getpid()}"
+        final.rename(old)
+    try:
+        staging.rename(final)
+    except BaseException:
+        if old is not None:  # put the previous build back
+            old.rename(final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    write_index(out_root)
+    return final
 
 
 def write_index(out_root: Path) -> Path:

@@ -32,7 +32,7 @@ from ..models.diffusion.config import (
     parse_vae_config,
 )
 from .base import SourceError, SourceTensor
-from .hf_folder import _safetensors_header, _source_tensor
+from .hf_folder import _safetensors_header, _shards, _source_tensor
 
 SUBFOLDERS = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")
 _LAYOUT = ("model_index.json, text_encoder/, tokenizer/, unet/, vae/ and scheduler/ "
@@ -291,20 +291,6 @@ def _weight_files(folder: Path, component: str, variant: str | None) -> tuple[li
             return [binary], _bin_tensors(binary)
     raise SourceError(f"{folder}: no weights; expected {st_stem}.safetensors (or a sharded "
                       f"{st_stem}.safetensors.index.json, or {bin_stem}.bin) in {component}/.")
-
-
-def _shards(index: Path) -> dict[Path, list[str]]:
-    weight_map = _read_json(index).get("weight_map")
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise SourceError(f"{index}: field 'weight_map' is missing or empty; re-download the index.")
-    shards: dict[Path, list[str]] = {}
-    for name, file_name in weight_map.items():
-        shards.setdefault(index.parent / file_name, []).append(name)
-    for shard in shards:
-        if not shard.is_file():
-            raise SourceError(f"{shard}: shard listed in {index.name} is missing; the download is incomplete, "
-                              "re-download it.")
-    return shards
 
 
 def _safetensors_tensors(files: dict[Path, list[str] | None]) -> dict[str, SourceTensor]:
