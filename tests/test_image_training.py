@@ -2,9 +2,9 @@
 data and quality check (python/webkiln/train).
 
 Fast: the data generator and the judge are numpy only; the committed model is loaded with
-diffusers and checked for layout, size and one denoising step, plus a short sampling run on a
-few prompts whose rate is compared with the one its README reports (the full evaluation is
-`python -m webkiln.train.evaluate_image_model DIR`).
+diffusers and checked for layout, size and one denoising step, and the quality check runs on it:
+the 20 fixed prompts, judged by colour and position; most must pass, at the rates its README
+reports (the same check as `python -m webkiln.train.evaluate_image_model DIR`).
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ def test_tokenizer_has_one_token_per_caption_word(tmp_path):
 
 def _readme_rates() -> dict:
     text = (MODEL_DIR / "README.md").read_text()
-    m = re.search(r"quick check \(test\): colour (\d+)%, position (\d+)%, both (\d+)%", text)
-    assert m, "README.md must report the quick-check rates"
+    m = re.search(r"prompt check \(test\): colour (\d+)%, position (\d+)%, both (\d+)%", text)
+    assert m, "README.md must report the prompt-check rates"
     return dict(zip(("colour", "position", "both"), (int(g) / 100 for g in m.groups())))
 
 
@@ -130,12 +130,17 @@ def test_committed_model_one_denoising_step(pipe):
     assert img.shape == (1, 3, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE)
 
 
-def test_committed_model_quick_quality_matches_readme(pipe):
-    """The first 6 evaluation prompts, few steps: the rates the README reports, within 1 prompt."""
+def test_committed_model_passes_the_prompt_check(pipe):
+    """The quality check: the 20 fixed prompts (every colour, shape and position), 25 Euler steps,
+    guidance 5, seeds 0..19. Most prompts must get both the object's colour and its position
+    right, and the rates must be the ones the README reports (within one prompt: other CPUs
+    round differently)."""
     from webkiln.train.evaluate_image_model import generate, score
 
-    prompts = shapes.eval_prompts(6)
-    res = score(generate(pipe, prompts, steps=8, guidance=5.0, seed=0), prompts)
+    prompts = shapes.eval_prompts(20)
+    res = score(generate(pipe, prompts, steps=25, guidance=5.0, seed=0), prompts)
+    print({k: res[k] for k in ("colour_rate", "position_rate", "both_rate", "background_rate")})
+    assert res["both_rate"] > 0.5, res
     want = _readme_rates()
     for key in ("colour", "position", "both"):
-        assert res[f"{key}_rate"] >= want[key] - 1 / 6 - 1e-9, (key, res, want)
+        assert abs(res[f"{key}_rate"] - want[key]) <= 1 / 20 + 1e-9, (key, res[f"{key}_rate"], want)

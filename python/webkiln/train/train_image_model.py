@@ -6,7 +6,8 @@ model on synthetic captioned shapes (see `shapes.py`), saved in the diffusers la
 Same classes as Stable Diffusion, at small sizes: a CLIP text encoder (CLIPTextModel) with a
 CLIP BPE tokenizer built here from the caption words, an AutoencoderKL (32x32 RGB <-> 4x8x8
 latent), a UNet2DConditionModel on the latents with cross-attention to the text, trained with
-the epsilon-prediction DDPM loss and 10% empty captions (classifier-free guidance). Runs on CPU:
+the v-prediction DDPM loss (as SD 2.x; --prediction epsilon for SD 1.x's) and 10% empty captions
+(classifier-free guidance). Runs on CPU:
 
 1. VAE: reconstruction MSE + a small KL term on generated shape images.
 2. The latent scale (1 / std of the latents) goes in the VAE config as `scaling_factor`.
@@ -32,6 +33,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -84,7 +86,7 @@ def build_tokenizer(folder: Path):
 # --------------------------------------------------------------------------------- models
 
 
-def build_models(tokenizer):
+def build_models(tokenizer, unet_channels=(32, 64, 96)):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -99,11 +101,14 @@ def build_models(tokenizer):
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
         block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
     )
+    # Three levels (8x8, 4x4, 2x2 latents): at 2x2 every cell is one quadrant of the image and
+    # knows which from its zero padding, which is what "at the top left" needs; cross-attention
+    # at every level. (Two levels learned colours but placed objects at chance.)
     unet = UNet2DConditionModel(
         sample_size=shapes.IMAGE_SIZE // 4, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=64,
+        down_block_types=("CrossAttnDownBlock2D",) * len(unet_channels),
+        up_block_types=("CrossAttnUpBlock2D",) * len(unet_channels),
+        block_out_channels=tuple(unet_channels), layers_per_block=1, cross_attention_dim=64,
         attention_head_dim=8, norm_num_groups=16,
     )
     return text_encoder, vae, unet
@@ -163,6 +168,14 @@ def main(argv=None) -> int:
     ap.add_argument("--kl-weight", type=float, default=1e-5)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--unet-channels", default="32,64,96",
+                    help="UNet block_out_channels, one CrossAttn block per entry (each halves the latent side)")
+    ap.add_argument("--prediction", choices=("v_prediction", "epsilon"), default="v_prediction",
+                    help="what the UNet predicts; v weights the high-noise steps, where the layout is decided, "
+                         "far more than epsilon does")
+    ap.add_argument("--vae-from", type=Path, default=None,
+                    help="take the VAE (and its scaling_factor) from a pipeline this script saved and skip the "
+                         "VAE phase; the UNet and the text encoder start fresh")
     ap.add_argument("--init", type=Path, default=None,
                     help="continue from a pipeline this script saved: its VAE is kept (no VAE phase), "
                          "its UNet and text encoder train on")
@@ -182,11 +195,22 @@ def main(argv=None) -> int:
 
     tok_dir = Path(tempfile.mkdtemp(prefix="t2i-tokenizer-"))
     tokenizer = build_tokenizer(tok_dir)
-    text_encoder, vae, unet = build_models(tokenizer)
+    text_encoder, vae, unet = build_models(tokenizer, tuple(int(c) for c in args.unet_channels.split(",")))
     print(f"params: text_encoder {n_params(text_encoder):,}  vae {n_params(vae):,}  unet {n_params(unet):,}", flush=True)
 
     state = {"phase": "vae", "step": 0, "log": {"vae": [], "unet": []}, "elapsed_before": 0.0}
     init_log = None
+    vae_log = None
+    if args.vae_from is not None:
+        if args.init is not None:
+            ap.error("--vae-from and --init exclude each other (--init keeps the VAE already)")
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(args.vae_from / "vae", torch_dtype=torch.float32)
+        vae_log = json.loads((args.vae_from / "training_log.json").read_text())
+        state.update(phase="unet", vae_steps_done=vae_log["vae_steps"])
+        state["log"]["vae"] = vae_log["loss_log"]["vae"]
+        print(f"VAE from {args.vae_from} ({vae_log['vae_steps']} VAE steps there)", flush=True)
     if args.init is not None:
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel
@@ -199,7 +223,7 @@ def main(argv=None) -> int:
         state["log"]["vae"] = init_log["loss_log"]["vae"]
         print(f"initialised from {args.init} ({init_log['unet_steps']} UNet steps there)", flush=True)
     vae_opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    ddpm = DDPMScheduler(**SCHEDULE)
+    ddpm = DDPMScheduler(**SCHEDULE, prediction_type=args.prediction)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
@@ -273,8 +297,8 @@ def main(argv=None) -> int:
             captions += caps
     means, stds = torch.cat(means), torch.cat(stds)
     scaling = float(1.0 / (means + stds * torch.randn_like(stds)).std())
-    if init_log is not None:
-        scaling = float(vae.config.scaling_factor)  # what the UNet was trained with
+    if init_log is not None or vae_log is not None:
+        scaling = float(vae.config.scaling_factor)  # what the UNet (or the first run) was trained with
     vae.register_to_config(scaling_factor=scaling)
     with torch.no_grad():  # reconstruction quality of the VAE, judged like generated images
         recon = vae.decode(means[:200]).sample.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
@@ -300,7 +324,8 @@ def main(argv=None) -> int:
         t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (args.batch,), generator=gen)
         noisy = ddpm.add_noise(z, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=encode_text(tokenizer, text_encoder, caps)).sample
-        loss = F.mse_loss(pred, noise)
+        target = noise if args.prediction == "epsilon" else ddpm.get_velocity(z, noise, t)
+        loss = F.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -322,7 +347,7 @@ def main(argv=None) -> int:
     state["unet_steps_done"] = state["step"]
 
     # ------------------------------------------------------------------- save
-    scheduler = EulerDiscreteScheduler(**SCHEDULE, timestep_spacing="trailing")
+    scheduler = EulerDiscreteScheduler(**SCHEDULE, timestep_spacing="trailing", prediction_type=args.prediction)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=ema_text, tokenizer=tokenizer, unet=ema_unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -331,15 +356,17 @@ def main(argv=None) -> int:
     pipe.save_pretrained(str(out), safe_serialization=True)
     for name in ("vocab.json", "merges.txt"):  # the slow-tokenizer files too, for other loaders
         shutil.copyfile(tok_dir / name, out / "tokenizer" / name)
+    shutil.rmtree(tok_dir, ignore_errors=True)
     elapsed = prior_elapsed + (time.time() - t_start)
     summary = {
-        "command": f"python -m webkiln.train.train_image_model --out {out} --seed {args.seed} --minutes {args.minutes:g}"
-                   + (f" --init {args.init} --lr {args.lr:g}" if args.init else ""),
+        "command": "python -m webkiln.train.train_image_model " + " ".join(sys.argv[1:] if argv is None else argv),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "train_seconds": round(elapsed + (init_log["train_seconds"] if init_log else 0.0), 1),
         "init": ({"from": str(args.init), "command": init_log["command"], "train_seconds": init_log["train_seconds"],
                   "unet_steps": init_log["unet_steps"], "unet_final_loss": init_log["unet_final_loss"]}
                  if init_log else None),
+        "vae_from": ({"from": str(args.vae_from), "command": vae_log["command"], "vae_steps": vae_log["vae_steps"]}
+                     if vae_log else None),
         "vae_steps": state.get("vae_steps_done"),
         "unet_steps": state.get("unet_steps_done") + (init_log["unet_steps"] if init_log else 0),
         "vae_final_mse": state["log"]["vae"][-1][1] if state["log"]["vae"] else None,
