@@ -9,9 +9,16 @@ with engine.loadModel() and run with images.generate():
   response whose PNG (decoded with PIL) equals diffusers' StableDiffusionPipeline output
   started from the same latents (webkiln.image_noise.GaussianNoise(seed)) within 2 per
   channel, with the A1111-style "parameters" text chunk; progress is reported per step;
-* bad requests (n=2, a size other than the built one, an unknown scheduler,
-  response_format "url") fail with InvalidRequestError naming the field; chat requests
-  against the image model fail with ModelNotLoadedError saying it is an image model;
+* n=2 makes two different images with seeds s and s + 1 (each PNG's parameters chunk and
+  usage.extra.seeds say so), progress counts over both, and the second equals an n=1 run
+  with seed s + 1 pixel for pixel;
+* previews (onPreview) arrive after every previewEvery-th step of each image and after its
+  last step, with the documented step/total/index, and the last one of each image is that
+  image's pixels; aborting at the first preview stops the run;
+* bad requests (n 0, 9, 1.5 or "2", a size other than the built one, an unknown
+  scheduler, response_format "url", previewEvery 0) fail with InvalidRequestError naming
+  the field; chat requests against the image model fail with ModelNotLoadedError saying
+  it is an image model;
 * a run aborted through its AbortSignal stops with an AbortError, and the next run works.
 """
 
@@ -128,13 +135,20 @@ def _reference(tiny, seed: int, steps: int, guidance: float, negative: str) -> n
     return (out.images[0] * 255).round().astype(np.int32)
 
 
+def _pngs(response: dict) -> list[Image.Image]:
+    images = []
+    for item in response["data"]:
+        assert set(item) == {"b64_json"}
+        data = base64.b64decode(item["b64_json"])
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        images.append(image)
+    return images
+
+
 def _png(response: dict) -> Image.Image:
-    (item,) = response["data"]
-    assert set(item) == {"b64_json"}
-    data = base64.b64decode(item["b64_json"])
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    image = Image.open(io.BytesIO(data))
-    image.load()
+    (image,) = _pngs(response)
     return image
 
 
@@ -194,7 +208,7 @@ def test_defaults_and_unicode_prompt(page, tiny):
     assert r2["response"]["usage"]["extra"]["scheduler"] == "euler"  # PNDM config: Euler is the fallback
 
 
-@pytest.mark.parametrize("field,value", [("n", 2), ("size", "32x32"), ("size", "big"), ("scheduler", "ddim"),
+@pytest.mark.parametrize("field,value", [("n", 0), ("n", 9), ("n", 1.5), ("n", "2"), ("size", "32x32"), ("size", "big"), ("scheduler", "ddim"),
                                          ("response_format", "url"), ("steps", 0), ("steps", 1000),
                                          ("guidance_scale", -1), ("seed", -3)])
 def test_bad_requests_name_the_field(page, field, value):
@@ -230,4 +244,93 @@ def test_abort_stops_the_run(page):
     assert aborted == "AbortError"
     # the engine is not left busy or broken
     again = page.evaluate(GENERATE, ["worker", {"prompt": PROMPT, "steps": 1, "seed": 7}, None])
+    assert again["error"] is None, again["error"]
+
+
+def test_n_images_use_consecutive_seeds(page):
+    page.evaluate(LOAD, ["worker", MODEL])
+    seed, steps = 11, 2
+    base = {"prompt": PROMPT, "steps": steps, "scheduler": "euler", "guidance_scale": 7.5}
+    r = page.evaluate(GENERATE, ["worker", {**base, "n": 2, "seed": seed}, None])
+    assert r["error"] is None, r["error"]
+    # Progress counts over both images: image i's step s is i * steps + s of 2 * steps.
+    assert r["steps"] == [[i, 2 * steps] for i in range(1, 2 * steps + 1)]
+    extra = r["response"]["usage"]["extra"]
+    assert extra["seed"] == seed and extra["seeds"] == [seed, seed + 1] and extra["steps"] == steps
+    assert len(extra["step_ms"]) == 2 * steps and extra["preview_ms"] == 0
+    first, second = _pngs(r["response"])
+    for image, s in ((first, seed), (second, seed + 1)):
+        assert image.size == (SIZE, SIZE)
+        assert f", Seed: {s}, " in image.text["parameters"], image.text["parameters"]
+    a, b = np.asarray(first, dtype=np.int32), np.asarray(second, dtype=np.int32)
+    assert np.abs(a - b).max() > 0  # different seeds, different images
+
+    alone = page.evaluate(GENERATE, ["worker", {**base, "n": 1, "seed": seed + 1}, None])
+    assert alone["error"] is None, alone["error"]
+    assert alone["response"]["usage"]["extra"]["seeds"] == [seed + 1]
+    assert np.array_equal(np.asarray(_png(alone["response"]), dtype=np.int32), b)
+
+
+PREVIEW = """async ([which, request, previewEvery, abortAtPreview]) => {
+    const controller = new AbortController();
+    const steps = [];
+    const previews = [];
+    try {
+        const r = await window.engines[which].images.generate(request, {
+            signal: controller.signal,
+            previewEvery: previewEvery ?? undefined,
+            onProgress: (step, total) => steps.push([step, total]),
+            onPreview: (p) => {
+                previews.push({index: p.index, step: p.step, total: p.total, width: p.width, height: p.height,
+                               isClamped: p.rgba instanceof Uint8ClampedArray, rgba: Array.from(p.rgba)});
+                if (abortAtPreview) controller.abort();
+            },
+        });
+        return {response: r, steps, previews, error: null};
+    } catch (e) {
+        return {response: null, steps, previews, error: {name: e.name, message: e.message, param: e.param ?? null}};
+    }
+}"""
+
+
+def _rgba(image: Image.Image) -> list[int]:
+    return list(np.asarray(image.convert("RGBA"), dtype=np.uint8).reshape(-1))
+
+
+def test_previews_through_the_worker(page):
+    page.evaluate(LOAD, ["worker", MODEL])
+    request = {"prompt": PROMPT, "steps": 3, "seed": 21, "scheduler": "euler_a"}
+
+    # Every step (the default at this size): 3 previews, the last one the image itself.
+    r = page.evaluate(PREVIEW, ["worker", request, None, False])
+    assert r["error"] is None, r["error"]
+    assert [(p["index"], p["step"], p["total"]) for p in r["previews"]] == [(0, 1, 3), (0, 2, 3), (0, 3, 3)]
+    for p in r["previews"]:
+        assert p["width"] == p["height"] == SIZE and p["isClamped"] and len(p["rgba"]) == SIZE * SIZE * 4
+        assert p["rgba"][3::4] == [255] * (SIZE * SIZE)
+    final = _rgba(_png(r["response"]))
+    assert r["previews"][-1]["rgba"] == final
+    assert r["previews"][0]["rgba"] != final  # a step-1 preview is not the finished image
+    assert r["response"]["usage"]["extra"]["preview_ms"] > 0  # two intermediate VAE decodes
+
+    # n=2, previewEvery=2 of 3 steps: after steps 2 and 3 of each image (counted over both).
+    r2 = page.evaluate(PREVIEW, ["worker", {**request, "n": 2}, 2, False])
+    assert r2["error"] is None, r2["error"]
+    assert [(p["index"], p["step"], p["total"]) for p in r2["previews"]] == [(0, 2, 6), (0, 3, 6), (1, 5, 6), (1, 6, 6)]
+    images = _pngs(r2["response"])
+    assert r2["previews"][1]["rgba"] == _rgba(images[0]) == final  # same seed, same image
+    assert r2["previews"][3]["rgba"] == _rgba(images[1])
+    assert r2["steps"] == [[i, 6] for i in range(1, 7)]
+
+    # Aborting at the first preview stops the run.
+    r3 = page.evaluate(PREVIEW, ["worker", {**request, "steps": 4}, 1, True])
+    assert r3["error"] is not None and r3["error"]["name"] == "AbortError", r3["error"]
+    assert len(r3["previews"]) == 1 and r3["previews"][0]["step"] == 1 and len(r3["steps"]) < 4
+
+    bad = page.evaluate(PREVIEW, ["worker", request, 0, False])
+    assert bad["error"] is not None and bad["error"]["name"] == "InvalidRequestError", bad
+    assert bad["error"]["param"] == "previewEvery" and bad["previews"] == []
+
+    # The engine is not left busy.
+    again = page.evaluate(GENERATE, ["worker", {"prompt": PROMPT, "steps": 1, "seed": 3}, None])
     assert again["error"] is None, again["error"]

@@ -4,9 +4,11 @@ The tiny random Stable Diffusion pipeline of tests/test_engine_images.py (--size
 only model of a copy of site/. In headless Chromium (WebGPU on SwiftShader) the test
 switches to Images (the tab is remembered), generates ONE image (2 steps, seed 7: the first
 run on a fresh device spends about a minute compiling shaders), watches the per-step
-progress, downloads the PNG and reads its A1111 "parameters" chunk with PIL, checks that
-the gallery keeps the image across a reload, and takes desktop and phone screenshots
-(test-artifacts/image-ui-*.png)."""
+progress and the preview shown during the run, downloads the PNG and reads its A1111
+"parameters" chunk with PIL, makes two more with Images = 2 (seeds 8 and 9, both in the
+gallery), checks that the gallery keeps the images across a reload, takes desktop and
+phone screenshots (test-artifacts/image-ui-*.png, also one of the panel), and finally finds the image model in
+the Models & storage panel (labelled "Image") and deletes its cached files there."""
 
 from __future__ import annotations
 
@@ -78,6 +80,18 @@ def test_images_tab_generates_downloads_and_keeps_the_gallery(browser, server, t
         page.fill("#image-steps", "2")
         page.fill("#image-seed", "7")
         page.select_option("#image-scheduler", "euler")
+        assert page.input_value("#image-count") == "1"
+        # Every preview the result area shows: its step, and that it is visible then.
+        page.evaluate("""() => {
+            window.previewSeen = [];
+            const canvas = document.getElementById('image-preview');
+            new MutationObserver(() => {
+                if (canvas.dataset.step !== undefined && !canvas.hidden)
+                    window.previewSeen.push({step: canvas.dataset.step, total: canvas.dataset.total,
+                                             resultHidden: document.getElementById('image-result').hidden,
+                                             width: canvas.width, rendering: getComputedStyle(canvas).imageRendering});
+            }).observe(canvas, {attributes: true, attributeFilter: ['data-step', 'hidden']});
+        }""")
         page.click("#image-generate")
         page.wait_for_function("!document.getElementById('image-stop').disabled", timeout=10_000)
         page.wait_for_function(
@@ -87,6 +101,11 @@ def test_images_tab_generates_downloads_and_keeps_the_gallery(browser, server, t
             "(() => { const i = document.getElementById('image-result'); return !i.hidden && i.complete && i.naturalWidth > 0; })()",
             timeout=60_000)
         assert "step 2 of 2" in page.inner_text("#image-progress-text")
+        # Previews (every step at this size) were shown in place of the result, then the final image replaced them.
+        seen = page.evaluate("() => window.previewSeen")
+        assert {"step": "1", "total": "2", "resultHidden": True, "width": SIZE, "rendering": "pixelated"} in seen, seen
+        assert {p["step"] for p in seen} <= {"1", "2"}, seen
+        assert page.is_hidden("#image-preview")
         assert page.evaluate("() => document.getElementById('image-result').naturalWidth") == SIZE
         assert page.is_disabled("#image-stop") and not page.is_disabled("#image-generate")
         assert "seed 7" in page.inner_text("#image-status").lower()
@@ -112,6 +131,19 @@ def test_images_tab_generates_downloads_and_keeps_the_gallery(browser, server, t
         assert "Steps: 2" in params and "Seed: 7" in params and "Sampler: Euler," in params, params
 
         assert page.locator("#gallery .gallery-item").count() == 1
+
+        # Two images in one run: seeds 8 and 9, both added to the gallery; progress counts over both.
+        page.fill("#image-seed", "8")
+        page.select_option("#image-count", "2")
+        page.click("#image-generate")
+        page.wait_for_function("document.querySelectorAll('#gallery .gallery-item').length === 3", timeout=GENERATE_TIMEOUT)
+        page.wait_for_function("!document.getElementById('image-generate').disabled", timeout=10_000)
+        assert page.get_attribute("#image-progress", "data-step") == "4"
+        assert page.get_attribute("#image-progress", "data-total") == "4"
+        assert "2 images" in page.inner_text("#image-status") and "seeds 8–9" in page.inner_text("#image-status")
+        assert "Seed 8" in page.inner_text("#image-meta")
+        labels = page.eval_on_selector_all("#gallery .gallery-item .gallery-view", "bs => bs.map(b => b.getAttribute('aria-label'))")
+        assert [label.rsplit("(", 1)[1] for label in labels] == ["seed 8)", "seed 9)", "seed 7)"], labels
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "image-ui-desktop.png"), full_page=True)
 
@@ -119,8 +151,8 @@ def test_images_tab_generates_downloads_and_keeps_the_gallery(browser, server, t
         page.reload()
         _ready(page)
         assert page.get_attribute("#tab-images", "aria-selected") == "true"
-        page.wait_for_function("document.querySelectorAll('#gallery .gallery-item').length === 1", timeout=10_000)
-        page.click("#gallery .gallery-item .gallery-view")
+        page.wait_for_function("document.querySelectorAll('#gallery .gallery-item').length === 3", timeout=10_000)
+        page.click("#gallery .gallery-item:last-child .gallery-view")
         page.wait_for_function(
             "(() => { const i = document.getElementById('image-result'); return !i.hidden && i.complete && i.naturalWidth > 0; })()",
             timeout=10_000)
@@ -142,10 +174,35 @@ def test_images_tab_generates_downloads_and_keeps_the_gallery(browser, server, t
         assert page.get_attribute("#tab-chat", "aria-selected") == "true" and page.is_visible("#chat")
         page.click("#tab-images")
         page.set_viewport_size(DESKTOP)
-        page.hover("#gallery .gallery-item")
-        page.click("#gallery .gallery-item .gallery-delete")
-        page.wait_for_function("document.querySelectorAll('#gallery .gallery-item').length === 0", timeout=10_000)
+        for left in (2, 1, 0):
+            page.hover("#gallery .gallery-item:last-child")
+            page.click("#gallery .gallery-item:last-child .gallery-delete")
+            page.wait_for_function(f"document.querySelectorAll('#gallery .gallery-item').length === {left}", timeout=10_000)
         assert page.is_hidden("#image-result")
+
+        # The one Models & storage panel lists the image model, labelled, with its cached size and a Delete.
+        cached = page.evaluate("async () => (await window.webkilnApp.engine.cache.list()).map(c => c.id)")
+        assert MODEL in cached, cached
+        page.click(".models-panel summary")
+        card = page.locator(f'#model-list .model-card[data-model="{MODEL}"]')
+        card.wait_for(state="visible", timeout=10_000)
+        assert card.get_attribute("data-task") == "image"
+        assert card.locator(".task-badge").inner_text() == "Image"
+        page.wait_for_function(
+            f"""(() => {{ const c = document.querySelector('#model-list .model-card[data-model="{MODEL}"] .cache-size');
+                return c && c.textContent.includes('cached') && !c.textContent.includes('not cached'); }})()""",
+            timeout=10_000)
+        card.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "image-ui-models-panel.png"), full_page=False)
+        delete = card.locator("button.danger")
+        assert delete.is_enabled()
+        delete.click()
+        delete.click()  # confirm
+        page.wait_for_function(
+            f"""document.querySelector('#model-list .model-card[data-model="{MODEL}"] .cache-size').textContent === 'not cached'""",
+            timeout=10_000)
+        cached = page.evaluate("async () => (await window.webkilnApp.engine.cache.list()).map(c => c.id)")
+        assert MODEL not in cached, cached
     finally:
         context.close()
     assert errors == []

@@ -1,8 +1,10 @@
-// The Images tab: an image-model picker (in the top bar), the generation form, a
-// per-step progress bar, the result with a PNG download, and the gallery (gallery.ts).
+// The Images tab: an image-model picker (in the top bar), the generation form (with
+// "Images": 1-4 per run, seeds seed, seed + 1, ...), a per-step progress bar, a preview
+// of the image being made (a canvas in the result area, replaced by the final image),
+// the result with a PNG download, and the gallery (gallery.ts).
 // The engine holds one model at a time: this tab loads its model when it is shown.
 
-import type { Engine, ImageGenerateRequest, ImageSchedulerName, ModelInfo } from "../engine/api";
+import type { Engine, ImageGenerateRequest, ImagePreview, ImageSchedulerName, ModelInfo } from "../engine/api";
 import type { DeviceInfo } from "./device";
 import { el, h } from "./dom";
 import { isAbort, type ErrorBanner } from "./errors";
@@ -62,12 +64,14 @@ export class ImagesView {
   private readonly seed = el<HTMLInputElement>("image-seed");
   private readonly scheduler = el<HTMLSelectElement>("image-scheduler");
   private readonly size = el<HTMLInputElement>("image-size");
+  private readonly count = el<HTMLSelectElement>("image-count");
   private readonly generateButton = el<HTMLButtonElement>("image-generate");
   private readonly stopButton = el<HTMLButtonElement>("image-stop");
   private readonly progressBar = el<HTMLProgressElement>("image-progress");
   private readonly progressText = el<HTMLElement>("image-progress-text");
   private readonly status = el<HTMLElement>("image-status");
   private readonly result = el<HTMLImageElement>("image-result");
+  private readonly preview = el<HTMLCanvasElement>("image-preview");
   private readonly resultBox = el<HTMLElement>("image-result-box");
   private readonly download = el<HTMLAnchorElement>("image-download");
   private readonly meta = el<HTMLElement>("image-meta");
@@ -85,6 +89,8 @@ export class ImagesView {
   /** Object URLs of the gallery's images, by item id (revoked when an item goes). */
   private urls = new Map<string, string>();
   private shownId: string | null = null;
+  /** Called when this tab's model is loaded (its id) or let go (null): the Models & storage panel. */
+  onModelChange: ((id: string | null) => void) | null = null;
 
   constructor(
     private readonly engine: Engine | null,
@@ -180,6 +186,7 @@ export class ImagesView {
       this.busy = "idle";
       this.picker.progress(null);
     }
+    if (this.loaded) this.onModelChange?.(null);
     this.loaded = null;
     this.sync();
   }
@@ -259,6 +266,7 @@ export class ImagesView {
         // Not remembered.
       }
       this.setStatus(`${label} is ready (${info.backend}, loaded in ${(info.millis / 1000).toFixed(1)} s).`);
+      this.onModelChange?.(id);
     } catch (error) {
       if (this.loading !== controller) return;
       if (isAbort(error) || controller.signal.aborted) {
@@ -290,6 +298,8 @@ export class ImagesView {
     const seed = numberOrNull(this.seed);
     if (seed !== null) request.seed = Math.round(seed);
     if (this.scheduler.value) request.scheduler = this.scheduler.value as ImageSchedulerName;
+    const n = Number(this.count.value);
+    if (Number.isInteger(n) && n > 1) request.n = n;
     return request;
   }
 
@@ -306,51 +316,71 @@ export class ImagesView {
     this.generation = controller;
     this.busy = "generating";
     this.errors.clear();
-    const total = request.steps ?? this.defaults.get(model)?.steps ?? 0;
-    this.showProgress(0, total);
+    const n = request.n ?? 1;
+    const steps = request.steps ?? this.defaults.get(model)?.steps ?? 0;
+    this.showProgress(0, n * steps);
     this.setStatus("Encoding the prompt…");
     this.sync();
     const started = performance.now();
     try {
       const response = await this.engine.images.generate(request, {
         signal: controller.signal,
-        onProgress: (step, n) => {
-          this.showProgress(step, n);
-          this.setStatus(step < n ? `Denoising: step ${step} of ${n}` : "Decoding the image…");
+        onProgress: (step, total) => {
+          this.showProgress(step, total);
+          const per = total / n; // steps per image
+          const image = Math.ceil(step / per);
+          const of = n > 1 ? `Image ${image} of ${n}: ` : "";
+          const inImage = step - (image - 1) * per;
+          this.setStatus(inImage < per ? `${of}denoising: step ${inImage} of ${per}` : `${of}decoding the image…`);
+        },
+        onPreview: (preview) => {
+          if (this.generation === controller) this.showPreview(preview);
         },
       });
-      const item = response.data[0];
-      if (!item) throw new Error("The engine returned no image.");
+      if (response.data.length === 0) throw new Error("The engine returned no image.");
       const extra = response.usage?.extra;
       const d = this.defaults.get(model);
-      const parameters: ImageParameters = {
-        model,
-        prompt: request.prompt,
-        negativePrompt: request.negative_prompt ?? "",
-        steps: extra?.steps ?? request.steps ?? total,
-        guidanceScale: extra?.guidance_scale ?? request.guidance_scale ?? d?.guidance ?? 0,
-        seed: extra?.seed ?? request.seed ?? 0,
-        scheduler: extra?.scheduler ?? request.scheduler ?? d?.scheduler ?? "euler",
-        width: extra?.width ?? d?.width ?? 0,
-        height: extra?.height ?? d?.height ?? 0,
-      };
       const created = (response.created || Math.floor(Date.now() / 1000)) * 1000;
-      const galleryItem: GalleryItem = {
-        id: newGalleryId(created),
-        created: Date.now(),
-        png: new Blob([decodeBase64(item.b64_json)], { type: "image/png" }),
-        parameters,
-      };
+      const now = Date.now();
+      const items = response.data.map((item, i): GalleryItem => {
+        const seed = extra?.seeds?.[i] ?? (extra?.seed ?? request.seed ?? 0) + i;
+        const parameters: ImageParameters = {
+          model,
+          prompt: request.prompt,
+          negativePrompt: request.negative_prompt ?? "",
+          steps: extra?.steps ?? request.steps ?? steps,
+          guidanceScale: extra?.guidance_scale ?? request.guidance_scale ?? d?.guidance ?? 0,
+          seed,
+          scheduler: extra?.scheduler ?? request.scheduler ?? d?.scheduler ?? "euler",
+          width: extra?.width ?? d?.width ?? 0,
+          height: extra?.height ?? d?.height ?? 0,
+        };
+        return {
+          id: newGalleryId(created),
+          // The gallery lists newest first: image 0 gets the latest time, so it keeps the request's order.
+          created: now + (response.data.length - 1 - i),
+          png: new Blob([decodeBase64(item.b64_json)], { type: "image/png" }),
+          parameters,
+        };
+      });
       const seconds = (performance.now() - started) / 1000;
-      try {
-        await this.store.put(galleryItem);
-      } catch (error) {
-        this.errors.show(error);
+      for (const galleryItem of items) {
+        try {
+          await this.store.put(galleryItem);
+        } catch (error) {
+          this.errors.show(error);
+        }
       }
-      await this.renderGallery(galleryItem);
-      this.show(galleryItem);
-      this.setStatus(`Done in ${seconds.toFixed(1)} s · seed ${parameters.seed}.`);
+      const first = items[0]!;
+      await this.renderGallery(items);
+      this.hidePreview();
+      this.show(first);
+      const seedText = items.length > 1
+        ? `seeds ${first.parameters.seed}–${items[items.length - 1]!.parameters.seed}`
+        : `seed ${first.parameters.seed}`;
+      this.setStatus(`Done in ${seconds.toFixed(1)} s · ${items.length > 1 ? `${items.length} images · ` : ""}${seedText}.`);
     } catch (error) {
+      this.hidePreview();
       if (isAbort(error) || controller.signal.aborted) {
         this.setStatus("Stopped.");
       } else {
@@ -361,6 +391,41 @@ export class ImagesView {
       this.generation = null;
       this.busy = "idle";
       this.sync();
+    }
+  }
+
+  /** Shows a preview in the result area, over (instead of) the image shown before. */
+  private showPreview(preview: ImagePreview): void {
+    const { width, height, rgba } = preview;
+    const canvas = this.preview;
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
+    }
+    const context = canvas.getContext("2d");
+    if (!context) return;
+    context.putImageData(new ImageData(new Uint8ClampedArray(rgba), width, height), 0, 0);
+    canvas.classList.toggle("pixelated", Math.max(width, height) < 256);
+    canvas.style.aspectRatio = `${width} / ${height}`;
+    canvas.dataset.step = String(preview.step);
+    canvas.dataset.total = String(preview.total);
+    canvas.dataset.index = String(preview.index);
+    canvas.hidden = false;
+    this.result.hidden = true;
+    this.download.hidden = true;
+    this.resultBox.dataset.empty = "false";
+  }
+
+  /** Back to the image (if any) shown before the run; the final image replaces the preview. */
+  private hidePreview(): void {
+    if (this.preview.hidden) return;
+    this.preview.hidden = true;
+    delete this.preview.dataset.step;
+    if (this.shownId !== null) {
+      this.result.hidden = false;
+      this.download.hidden = false;
+    } else {
+      this.resultBox.dataset.empty = "true";
     }
   }
 
@@ -426,13 +491,13 @@ export class ImagesView {
     this.meta.replaceChildren();
   }
 
-  private async renderGallery(fresh?: GalleryItem): Promise<void> {
+  private async renderGallery(fresh: GalleryItem[] = []): Promise<void> {
     let items: GalleryItem[];
     try {
       items = await this.store.list();
     } catch (error) {
       this.errors.show(error);
-      items = fresh ? [fresh] : [];
+      items = fresh;
     }
     const keep = new Set(items.map((i) => i.id));
     for (const [id, url] of this.urls) {

@@ -135,6 +135,13 @@ class App {
     void this.load(id);
   }
 
+  /** The Images tab loaded a model (or let it go): the panel marks it and shows what is cached. */
+  imageModelChanged(id: string | null): void {
+    if (!this.picker) return;
+    this.picker.setLoaded(id);
+    void this.picker.refreshCache();
+  }
+
   /** Another tab is shown (and loads its own model): chat's model is no longer loaded. */
   deactivate(): void {
     this.active = false;
@@ -176,13 +183,16 @@ class App {
       }
     });
 
-    const models = (await listModels(engine)).filter((m) => m.task === "chat");
+    const all = await listModels(engine);
+    const models = all.filter((m) => m.task === "chat");
     const picker = new ModelPicker(engine, device, {
       onChoose: (id) => void this.load(id),
       onError: (error) => this.errors.show(error),
     });
     this.picker = picker;
     picker.setModels(models);
+    // One "Models & storage" panel for both tabs: every model, labelled Chat or Image.
+    picker.setPanelModels(all);
     if (models.length === 0) {
       picker.select.closest("label")?.setAttribute("hidden", "");
       this.setStatus(NO_MODEL, true);
@@ -642,6 +652,7 @@ async function main(): Promise<void> {
   app = new App(engine, store);
   const images = new ImagesView(engine, device, gallery, app.errorBanner);
   app.reloadOther = () => images.reload();
+  images.onModelChange = (id) => app!.imageModelChanged(id);
   const tabs = new Tabs(app, images);
   const tab = Tabs.rememberedTab();
   if (startupError) app.startupFailed(startupError);

@@ -1,7 +1,7 @@
 // The model picker (#model-select and the line under it), the load progress bar,
-// and the "Models & storage" panel: every model with its size, quantization,
-// required GPU features, whether it fits this device, what is cached, and buttons
-// to delete one model's files or all of them.
+// and the "Models & storage" panel: every model (chat and image, each labelled with
+// its task) with its size, quantization, required GPU features, whether it fits this
+// device, what is cached, and buttons to delete one model's files or all of them.
 
 import type { CachedModel, Engine, LoadProgressEvent, ModelInfo } from "../engine/api";
 import { fitOf, requiredFeatures, type DeviceInfo, type Fit } from "./device";
@@ -35,6 +35,8 @@ export class ModelPicker {
   private readonly storage = el<HTMLElement>("storage-usage");
   private readonly clearAll = el<HTMLButtonElement>("cache-clear");
   private models: ModelInfo[] = [];
+  /** The panel's models: every task's (setPanelModels), else the select's. */
+  private panelModels: ModelInfo[] | null = null;
   private cached = new Map<string, CachedModel>();
   private loadedId: string | null = null;
   /** Extra words for a model's info line (the image size of an image model). */
@@ -83,6 +85,16 @@ export class ModelPicker {
       }),
     );
     this.renderList();
+  }
+
+  /** The models the "Models & storage" panel lists (all tasks; the select keeps its own). */
+  setPanelModels(models: ModelInfo[]): void {
+    this.panelModels = models;
+    this.renderList();
+  }
+
+  private get listed(): ModelInfo[] {
+    return this.panelModels ?? this.models;
   }
 
   /** The model to load first: the remembered one if it still exists and fits, else the first that fits. */
@@ -151,7 +163,7 @@ export class ModelPicker {
   async refreshCache(): Promise<void> {
     if (!this.panel) return;
     try {
-      const [cached, storage] = await Promise.all([this.engine.cache.list(this.models), this.engine.cache.storage()]);
+      const [cached, storage] = await Promise.all([this.engine.cache.list(this.listed), this.engine.cache.storage()]);
       this.cached = new Map(cached.map((c) => [c.id, c]));
       const usage =
         storage.usageBytes === null
@@ -168,12 +180,13 @@ export class ModelPicker {
 
   private renderList(): void {
     if (!this.panel) return;
-    if (this.models.length === 0) {
+    const models = this.listed;
+    if (models.length === 0) {
       this.list.replaceChildren(h("li", { class: "muted" }, "No models."));
       return;
     }
     this.list.replaceChildren(
-      ...this.models.map((m) => {
+      ...models.map((m) => {
         const fit = fitOf(m, this.device);
         const cache = this.cached.get(m.id);
         const cacheText = cache
@@ -189,11 +202,17 @@ export class ModelPicker {
           }
           await this.refreshCache();
         });
-        const loaded = m.id === this.loadedId ? h("span", { class: "badge" }, "loaded") : null;
+        const loaded = m.id === this.loadedId ? h("span", { class: "badge" }, "loaded") : "";
+        const task = h("span", { class: "badge task-badge", "data-task": m.task }, m.task === "image" ? "Image" : "Chat");
         return h(
           "li",
-          { class: "model-card", "data-model": m.id },
-          h("div", { class: "model-card-title" }, h("strong", {}, modelLabel(m)), loaded),
+          { class: "model-card", "data-model": m.id, "data-task": m.task },
+          h(
+            "div",
+            { class: "model-card-title" },
+            h("strong", {}, modelLabel(m)),
+            h("span", { class: "model-card-badges" }, task, loaded),
+          ),
           h(
             "dl",
             {},

@@ -150,7 +150,10 @@ export interface ImageGenerateRequest {
   model?: string;
   prompt: string;
   negative_prompt?: string | null;
-  /** Images per request: only 1 for now. */
+  /**
+   * Images per request, 1 to 8 (default 1). They are made one after another with seeds
+   * seed, seed + 1, ..., seed + n - 1 (each PNG's "parameters" chunk names its own seed).
+   */
   n?: number | null;
   /** "WxH": must be the size the model was built for (default: that size). */
   size?: string | null;
@@ -165,9 +168,38 @@ export interface ImageGenerateRequest {
   response_format?: "b64_json" | null;
 }
 
+/** A preview of an image being made (ImageGenerateOptions.onPreview). */
+export interface ImagePreview {
+  /** Which image of the request (0-based; n > 1 makes several one after another). */
+  index: number;
+  /** After which step, counted as onProgress counts (over all n images: 1 .. n x steps). */
+  step: number;
+  /** n x steps. */
+  total: number;
+  width: number;
+  height: number;
+  /**
+   * RGBA bytes, row-major (ImageData's layout): the VAE decode of the current latents,
+   * rounded as the final image is. The preview after an image's last step is that image.
+   * Yours to keep (transferred from the Worker, not shared with the engine).
+   */
+  rgba: Uint8ClampedArray;
+}
+
 export interface ImageGenerateOptions extends RequestOptions {
-  /** After each denoising step: 1-based step and the number of steps. */
+  /**
+   * After each denoising step: 1-based step and the number of steps, counted over all n
+   * images (image i's step s is reported as i x steps + s, of n x steps).
+   */
   onProgress?: (step: number, total: number) => void;
+  /**
+   * Opt-in previews: after every previewEvery-th step of each image and after its last
+   * step. Each intermediate preview costs one VAE decode (timed in usage.extra.preview_ms; sizeable at
+   * 512x512); the last one of an image is the final decode, free.
+   */
+  onPreview?: (preview: ImagePreview) => void;
+  /** Steps between previews, an integer >= 1; default 1 up to 256x256 pixels, else 5. */
+  previewEvery?: number;
 }
 
 export interface ImageUsage {
@@ -177,15 +209,23 @@ export interface ImageUsage {
   total_tokens: number;
   /** webkiln additions: what was run and how long each part took. */
   extra: {
+    /** The first image's seed (seeds[0]). */
     seed: number;
+    /** Each image's seed: seed, seed + 1, ..., seed + n - 1. */
+    seeds: number[];
+    /** Steps per image. */
     steps: number;
     scheduler: ImageSchedulerName;
     guidance_scale: number;
     width: number;
     height: number;
+    /** Text encoding, final VAE decodes and PNG encoding: summed over the n images. */
     encode_ms: number;
+    /** Every denoising step of every image, in order (n x steps entries; previews not included). */
     step_ms: number[];
     decode_ms: number;
+    /** VAE decodes for intermediate previews (0 without onPreview). */
+    preview_ms: number;
     png_ms: number;
     total_ms: number;
     steps_per_s: number;
@@ -194,7 +234,7 @@ export interface ImageUsage {
 
 export interface ImagesResponse {
   created: number;
-  /** PNG files, base64; each carries the generation parameters in a "parameters" text chunk (A1111 style). */
+  /** n PNG files, base64; each carries its generation parameters in a "parameters" text chunk (A1111 style). */
   data: Array<{ b64_json: string }>;
   usage?: ImageUsage;
 }

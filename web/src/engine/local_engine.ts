@@ -1,7 +1,7 @@
 // The engine itself: the Engine interface implemented on this thread. In a Worker it
 // sits behind worker_entry.ts; in a page it is used directly (createInPageEngine() in in_page.ts).
 
-import { ImageModel, type ImageManifest } from "../image/image_model";
+import { type ImageGeneration, ImageModel, type ImageManifest } from "../image/image_model";
 import { encodePng, toBase64 } from "../image/png";
 import type { SchedulerKind } from "../image/schedulers";
 import { ChatModel } from "../llm/chat_model";
@@ -522,6 +522,10 @@ export class LocalEngine implements Engine {
   readonly images = {
     generate: (request: ImageGenerateRequest, options: ImageGenerateOptions = {}): Promise<ImagesResponse> => {
       const params = validateImageRequest(request);
+      const every = options.previewEvery;
+      if (every !== undefined && (!Number.isInteger(every) || every < 1)) {
+        throw new InvalidRequestError(`previewEvery must be an integer >= 1, got ${JSON.stringify(every)}`, "previewEvery");
+      }
       return this.exclusive(() => this.generateImage(params, options));
     },
   };
@@ -540,62 +544,104 @@ export class LocalEngine implements Engine {
     if (params.steps !== null && params.steps > maxSteps) {
       throw new InvalidRequestError(`steps must be at most ${maxSteps} for ${model.manifest.id}, got ${params.steps}`, "steps");
     }
-    const t0 = performance.now();
-    let result;
-    try {
-      result = await model.generate({
-        prompt: params.prompt,
-        negativePrompt: params.negativePrompt ?? undefined,
-        steps: params.steps ?? undefined,
-        guidanceScale: params.guidanceScale ?? undefined,
-        seed: params.seed ?? undefined,
-        scheduler: params.scheduler ?? undefined,
-        signal: options.signal,
-        onStep: options.onProgress,
-      });
-    } catch (error) {
-      if (this.lostMessage !== null) {
-        throw new DeviceLostError(
-          `The GPU device was lost during generation (${this.lostMessage}). Load the model again with loadModel().`,
-        );
-      }
-      throw error;
+    const n = params.n;
+    // n images one after another, seeds seed, seed + 1, ... (a random first seed when none is given).
+    const firstSeed = params.seed ?? Math.floor(Math.random() * 2 ** 32);
+    if (!Number.isSafeInteger(firstSeed + n - 1)) {
+      throw new InvalidRequestError(`seed + n - 1 must be at most ${Number.MAX_SAFE_INTEGER}, got seed ${firstSeed}`, "seed");
     }
-    const t1 = performance.now();
-    const sampler = SAMPLER_NAMES[result.scheduler];
-    const lines = [result.prompt];
-    if (result.negativePrompt) lines.push(`Negative prompt: ${result.negativePrompt}`);
-    lines.push(
-      `Steps: ${result.steps}, Sampler: ${sampler}, CFG scale: ${result.guidanceScale}, Seed: ${result.seed}, ` +
-        `Size: ${width}x${height}, Model: ${model.manifest.id}`,
-    );
-    const png = await encodePng(result.image.rgba, result.image.width, result.image.height, {
-      parameters: lines.join("\n"),
-      Software: "webkiln",
-    });
+    const { onProgress, onPreview, signal } = options;
+    const previewEvery = options.previewEvery ?? (width * height <= 256 * 256 ? 1 : 5);
+    const t0 = performance.now();
+    const data: Array<{ b64_json: string }> = [];
+    const seeds: number[] = [];
+    const stepMs: number[] = [];
+    let encodeMs = 0;
+    let decodeMs = 0;
+    let previewMs = 0;
+    let pngMs = 0;
+    let first: ImageGeneration | null = null;
+    for (let index = 0; index < n; index++) {
+      const seed = firstSeed + index;
+      let result: ImageGeneration;
+      try {
+        result = await model.generate({
+          prompt: params.prompt,
+          negativePrompt: params.negativePrompt ?? undefined,
+          steps: params.steps ?? undefined,
+          guidanceScale: params.guidanceScale ?? undefined,
+          seed,
+          scheduler: params.scheduler ?? undefined,
+          signal,
+          onStep: onProgress ? (step, total) => onProgress(index * total + step, n * total) : undefined,
+          onPreview: onPreview
+            ? (step, total, image) =>
+                onPreview({ index, step: index * total + step, total: n * total, ...image })
+            : undefined,
+          previewEvery,
+        });
+      } catch (error) {
+        if (this.lostMessage !== null) {
+          throw new DeviceLostError(
+            `The GPU device was lost during generation (${this.lostMessage}). Load the model again with loadModel().`,
+          );
+        }
+        throw error;
+      }
+      first ??= result;
+      const t1 = performance.now();
+      const sampler = SAMPLER_NAMES[result.scheduler];
+      const lines = [result.prompt];
+      if (result.negativePrompt) lines.push(`Negative prompt: ${result.negativePrompt}`);
+      lines.push(
+        `Steps: ${result.steps}, Sampler: ${sampler}, CFG scale: ${result.guidanceScale}, Seed: ${result.seed}, ` +
+          `Size: ${width}x${height}, Model: ${model.manifest.id}`,
+      );
+      const { image } = result;
+      const png = await encodePng(image.rgba, image.width, image.height, {
+        parameters: lines.join("\n"),
+        Software: "webkiln",
+      });
+      data.push({ b64_json: toBase64(png) });
+      pngMs += performance.now() - t1;
+      // The last preview of an image is the image itself (no extra decode); a copy, as the
+      // receiver owns it.
+      if (onPreview) {
+        const total = result.steps;
+        onPreview({ index, step: (index + 1) * total, total: n * total, width: image.width, height: image.height,
+          rgba: new Uint8ClampedArray(image.rgba) });
+      }
+      seeds.push(Number(result.seed));
+      stepMs.push(...result.timings.stepMs);
+      encodeMs += result.timings.encodeMs;
+      decodeMs += result.timings.decodeMs;
+      previewMs += result.previewMs;
+    }
+    const result = first as ImageGeneration;
     const t2 = performance.now();
-    const { timings } = result;
-    const stepsMs = timings.stepMs.reduce((a, b) => a + b, 0);
+    const stepsMs = stepMs.reduce((a, b) => a + b, 0);
     return {
       created: Math.floor(Date.now() / 1000),
-      data: [{ b64_json: toBase64(png) }],
+      data,
       usage: {
         input_tokens: result.promptTokens,
         output_tokens: 0,
         total_tokens: result.promptTokens,
         extra: {
-          seed: Number(result.seed),
+          seed: seeds[0] as number,
+          seeds,
           steps: result.steps,
           scheduler: result.scheduler === "euler_ancestral" ? "euler_a" : result.scheduler,
           guidance_scale: result.guidanceScale,
           width,
           height,
-          encode_ms: timings.encodeMs,
-          step_ms: timings.stepMs,
-          decode_ms: timings.decodeMs,
-          png_ms: t2 - t1,
+          encode_ms: encodeMs,
+          step_ms: stepMs,
+          decode_ms: decodeMs,
+          preview_ms: previewMs,
+          png_ms: pngMs,
           total_ms: t2 - t0,
-          steps_per_s: stepsMs > 0 ? (timings.stepMs.length * 1000) / stepsMs : 0,
+          steps_per_s: stepsMs > 0 ? (stepMs.length * 1000) / stepsMs : 0,
         },
       },
     };
@@ -631,8 +677,12 @@ const SCHEDULER_KINDS: Record<ImageSchedulerName, SchedulerKind> = {
   dpmpp_2m: "dpmpp_2m",
 };
 
+/** Most images one images.generate request makes (they run one after another). */
+export const MAX_IMAGES = 8;
+
 interface ImageParams {
   model: string | null;
+  n: number;
   prompt: string;
   negativePrompt: string | null;
   size: string | null;
@@ -667,8 +717,8 @@ export function validateImageRequest(request: ImageGenerateRequest): ImageParams
   if (given(request.negative_prompt) && typeof request.negative_prompt !== "string") {
     throw new InvalidRequestError("negative_prompt must be a string", "negative_prompt");
   }
-  if (given(request.n) && request.n !== 1) {
-    throw new InvalidRequestError(`n must be 1 (one image per request for now), got ${JSON.stringify(request.n)}`, "n");
+  if (given(request.n) && (!Number.isInteger(request.n) || (request.n as number) < 1 || (request.n as number) > MAX_IMAGES)) {
+    throw new InvalidRequestError(`n must be an integer from 1 to ${MAX_IMAGES}, got ${JSON.stringify(request.n)}`, "n");
   }
   if (given(request.size) && (typeof request.size !== "string" || !/^\d+x\d+$/.test(request.size))) {
     throw new InvalidRequestError(`size must be "WIDTHxHEIGHT" (e.g. "512x512"), got ${JSON.stringify(request.size)}`, "size");
@@ -702,6 +752,7 @@ export function validateImageRequest(request: ImageGenerateRequest): ImageParams
   }
   return {
     model: request.model ?? null,
+    n: request.n ?? 1,
     prompt: request.prompt,
     negativePrompt: request.negative_prompt ?? null,
     size: request.size ?? null,

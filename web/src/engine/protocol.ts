@@ -1,7 +1,7 @@
 // Messages between worker_client.ts (page) and worker_entry.ts (Worker), and how
 // typed errors cross that boundary (structured clone drops their classes).
 
-import type { ChatCompletionChunk, EngineEvent, LoadProgressEvent } from "./api";
+import type { ChatCompletionChunk, EngineEvent, ImagePreview, LoadProgressEvent } from "./api";
 import { ERROR_CLASSES, InvalidRequestError, NetworkError, WebGPUUnavailableError, WebkilnError } from "./errors";
 
 export type ToWorker =
@@ -15,7 +15,16 @@ export type FromWorker =
   | { kind: "progress"; id: number; event: LoadProgressEvent }
   /** images.generate: a denoising step finished. */
   | { kind: "step"; id: number; step: number; total: number }
+  /** images.generate: a preview (its rgba buffer is transferred, not copied). */
+  | { kind: "preview"; id: number; preview: ImagePreview }
   | { kind: "event"; event: EngineEvent };
+
+/** What images.generate asks of the worker besides the request (callbacks stay on the page). */
+export interface ImageCallOptions {
+  progress: boolean;
+  preview: boolean;
+  previewEvery?: number;
+}
 
 export interface SerializedError {
   name: string;

@@ -11,6 +11,7 @@ import type {
   EngineEvent,
   ImageGenerateOptions,
   ImageGenerateRequest,
+  ImagePreview,
   ImagesResponse,
   LoadedModel,
   LoadModelOptions,
@@ -22,7 +23,7 @@ import type {
 import { Channel } from "./channel";
 import { EngineCrashedError } from "./errors";
 import { validateChatRequest } from "./openai";
-import { deserializeError, type FromWorker, type ToWorker } from "./protocol";
+import { deserializeError, type FromWorker, type ImageCallOptions, type ToWorker } from "./protocol";
 
 interface Pending {
   resolve: (value: unknown) => void;
@@ -30,6 +31,7 @@ interface Pending {
   onChunk?: (chunk: ChatCompletionChunk) => void;
   onProgress?: (event: LoadProgressEvent) => void;
   onStep?: (step: number, total: number) => void;
+  onPreview?: (preview: ImagePreview) => void;
 }
 
 export class WorkerEngine implements Engine {
@@ -69,6 +71,9 @@ export class WorkerEngine implements Engine {
         break;
       case "step":
         p.onStep?.(message.step, message.total);
+        break;
+      case "preview":
+        p.onPreview?.(message.preview);
         break;
       case "result":
         this.pending.delete(message.id);
@@ -153,8 +158,15 @@ export class WorkerEngine implements Engine {
     generate: (request: ImageGenerateRequest, options: ImageGenerateOptions = {}): Promise<ImagesResponse> =>
       this.call<ImagesResponse>(
         "images.generate",
-        [request, options.onProgress !== undefined],
-        { onStep: options.onProgress },
+        [
+          request,
+          {
+            progress: options.onProgress !== undefined,
+            preview: options.onPreview !== undefined,
+            previewEvery: options.previewEvery,
+          } satisfies ImageCallOptions,
+        ],
+        { onStep: options.onProgress, onPreview: options.onPreview },
         options.signal,
       ).done,
   };

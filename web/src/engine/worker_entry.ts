@@ -3,12 +3,15 @@
 
 import type { ChatCompletionChunk, ChatCompletionRequest, ImageGenerateRequest } from "./api";
 import { LocalEngine } from "./local_engine";
-import { serializeError, type ToWorker, type FromWorker } from "./protocol";
+import { serializeError, type FromWorker, type ImageCallOptions, type ToWorker } from "./protocol";
 
 const engine = new LocalEngine();
 const aborts = new Map<number, AbortController>();
-const scope = self as unknown as { postMessage(message: FromWorker): void; onmessage: ((e: MessageEvent<ToWorker>) => void) | null };
-const post = (message: FromWorker) => scope.postMessage(message);
+const scope = self as unknown as {
+  postMessage(message: FromWorker, transfer?: Transferable[]): void;
+  onmessage: ((e: MessageEvent<ToWorker>) => void) | null;
+};
+const post = (message: FromWorker, transfer: Transferable[] = []) => scope.postMessage(message, transfer);
 
 engine.onEvent((event) => post({ kind: "event", event }));
 
@@ -24,10 +27,13 @@ async function call(id: number, method: string, args: unknown[], signal: AbortSi
       return result;
     }
     case "images.generate": {
-      const [request, wantsProgress] = args as [ImageGenerateRequest, boolean];
+      const [request, wants] = args as [ImageGenerateRequest, ImageCallOptions];
       return engine.images.generate(request, {
         signal,
-        onProgress: wantsProgress ? (step, total) => post({ kind: "step", id, step, total }) : undefined,
+        onProgress: wants.progress ? (step, total) => post({ kind: "step", id, step, total }) : undefined,
+        // Each preview's pixels are its own buffer: moved to the page, not copied.
+        onPreview: wants.preview ? (preview) => post({ kind: "preview", id, preview }, [preview.rgba.buffer]) : undefined,
+        previewEvery: wants.previewEvery,
       });
     }
     case "listModels":

@@ -94,6 +94,12 @@ export interface ImageGenerateOptions {
   /** Default: the model's scheduler class when the browser has it, else Euler. */
   scheduler?: SchedulerKind;
   onStep?: (step: number, total: number) => void;
+  /**
+   * A decoded preview of the current latents after every `previewEvery`-th step (default 1),
+   * except the last (the final image is that decode): one VAE call each. Awaited.
+   */
+  onPreview?: (step: number, total: number, image: DecodedImage) => void | Promise<void>;
+  previewEvery?: number;
   signal?: AbortSignal;
 }
 
@@ -107,6 +113,8 @@ export interface ImageGeneration extends GenerateResult {
   scheduler: SchedulerKind;
   /** Prompt tokens fed to the text encoder (without <bos>/<eos>, after truncation). */
   promptTokens: number;
+  /** Time spent decoding previews (not in timings.stepMs). */
+  previewMs: number;
 }
 
 const SCHEDULER_CLASSES: Record<string, SchedulerKind> = {
@@ -297,6 +305,12 @@ export class ImageModel {
     const seed = options.seed ?? Math.floor(Math.random() * 2 ** 32);
     const scheduler = options.scheduler ?? this.defaultScheduler;
     const negativePrompt = options.negativePrompt ?? gen.negative_prompt ?? "";
+    const { onStep, onPreview, signal } = options;
+    const every = options.previewEvery ?? 1;
+    if (!Number.isInteger(every) || every < 1) {
+      throw new InvalidRequestError(`previewEvery must be an integer >= 1, got ${every}`, "previewEvery");
+    }
+    let previewMs = 0;
     const result = await this.pipeline.generate({
       promptIds: this.encodePrompt(options.prompt),
       negativeIds: this.encodePrompt(negativePrompt),
@@ -304,8 +318,18 @@ export class ImageModel {
       guidanceScale,
       seed,
       scheduler,
-      signal: options.signal,
-      onStep: options.onStep ? (step, total) => options.onStep?.(step, total) : undefined,
+      signal,
+      onStep:
+        onStep || onPreview
+          ? async (step, total, latents) => {
+              onStep?.(step, total);
+              if (!onPreview || step === total || step % every !== 0 || signal?.aborted) return;
+              const t = performance.now();
+              const image = await this.pipeline.decode(latents);
+              previewMs += performance.now() - t;
+              if (!signal?.aborted) await onPreview(step, total, image);
+            }
+          : undefined,
     });
     if (!result.image) throw new Error("the pipeline returned no image"); // decode defaults to true
     return {
@@ -318,6 +342,7 @@ export class ImageModel {
       seed,
       scheduler,
       promptTokens: this.promptTokens(options.prompt).length,
+      previewMs,
     };
   }
 
