@@ -246,11 +246,23 @@ def _shape_mismatch(folder: Path) -> list[str]:
     return [name, "[64, 16]", "[64, 32]"]
 
 
+def _tokenizer_files_disagree(folder: Path) -> list[str]:
+    # A tokenizer.json next to vocab.json whose ids of two tokens are swapped (as when one file
+    # came from another tokenizer training).
+    vocab = json.loads((folder / "tokenizer" / "vocab.json").read_text())
+    a, b = list(vocab)[5], list(vocab)[6]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (folder / "tokenizer" / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE", "vocab": vocab,
+                                                                               "merges": []}}))
+    return ["vocab.json and tokenizer.json disagree", repr(a), "delete the other"]
+
+
 def _bad_size(folder: Path) -> list[str]:
     return ["--size", "image height 30", "multiple of 4"]
 
 
-@pytest.mark.parametrize("case", [_missing_vae, _unsupported_unet, _shape_mismatch, _bad_size])
+@pytest.mark.parametrize("case", [_missing_vae, _unsupported_unet, _shape_mismatch, _tokenizer_files_disagree,
+                                  _bad_size])
 def test_bad_input_fails_cleanly(case, tiny, tmp_path, capsys):
     folder = _copy(tiny, tmp_path)
     words = case(folder)
@@ -311,24 +323,30 @@ def sd15(tmp_path_factory) -> Path:
     return folder
 
 
-def test_sd15_at_512_exceeds_the_default_binding_limit(sd15, tmp_path, capsys):
+def test_sd15_impossible_binding_limit_fails_naming_the_tensor(sd15, tmp_path, capsys):
+    """2 MiB cannot hold one norm group of the VAE's 512-channel 256x256 maps ([1, 16, 256, 256] f32 = 4 MiB): no
+    tiling helps, and the error says which tensor and what to do; nothing is written."""
     out = tmp_path / "models"
-    code, _, err = _cli(capsys, "--model", str(sd15), "--plan-only", str(tmp_path / "plan.json"), "--out", str(out))
+    code, _, err = _cli(capsys, "--model", str(sd15), "--plan-only", str(tmp_path / "plan.json"), "--max-binding-mib",
+                        "2", "--out", str(out))
     assert code == 1
-    assert err.startswith("error: ") and len(err.splitlines()) == 1
-    for word in ("unet", "[2, 8, 4096, 4096] float32 (attention scores)", "1024.0 MiB", "512x512", "--size",
-                 "--max-binding-mib"):
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
+    for word in ("vae", "feature map slice", "[1, 16, 256, 256]", "--max-binding-mib 2", "Raise --max-binding-mib",
+                 "--size"):
         assert word in err, (word, err)
     assert not out.exists() and not (tmp_path / "plan.json").exists()
 
 
-def test_sd15_plan_f16_at_512_with_1_gib_bindings(sd15, tmp_path, capsys):
+def test_sd15_plan_f16_at_512_fits_the_default_128_mib_bindings(sd15, tmp_path, capsys):
+    """With the default limit, the UNet's self-attention at 64x64 latents ([2, 8, 4096, 4096] f32 scores,
+    1 GiB whole) runs in query chunks of 512 rows ([2, 8, 512, 4096] = 128 MiB), the VAE's 256-channel
+    512x512 maps (256 MiB in f32) are carried as 128-channel parts, and the 144.8 MiB f32 CLIP token
+    table is split into row blocks: every binding of both backends is within 128 MiB."""
     from webkiln.models.diffusion.params import param_specs, parameter_count
 
     plan_file = tmp_path / "plan.json"
     out = tmp_path / "models"
-    code, log, err = _cli(capsys, "--model", str(sd15), "--plan-only", str(plan_file), "--max-binding-mib", "1024",
-                          "--out", str(out))
+    code, log, err = _cli(capsys, "--model", str(sd15), "--plan-only", str(plan_file), "--out", str(out))
     assert code == 0, err
     print(log)
     assert not out.exists()  # plan only: nothing written but the plan
@@ -338,33 +356,26 @@ def test_sd15_plan_f16_at_512_with_1_gib_bindings(sd15, tmp_path, capsys):
     n_params = {c: parameter_count(param_specs(c, loaded.components[c].config)) for c in loaded.components}
     assert n_params["unet"] == 859_520_964
     assert list(m["backends"]) == ["webgpu-f32", "webgpu-f16"]
-    for backend in m["backends"].values():
+    for name, backend in m["backends"].items():
         limit = backend["required_limits"]["maxStorageBufferBindingSize"]
         records = m["tensors"][backend["tensors"]]["records"]
-        assert limit <= 1024 * MIB
+        assert limit <= 128 * MIB and backend["required_limits"]["maxBufferSize"] == limit
         assert max(r["nbytes"] for r in records) <= limit
-        assert max(a["bytes"] for a in backend["largest_activations"].values()) <= limit
-        assert backend["largest_activations"]["unet"]["bytes"] == 2 * 8 * 4096 * 4096 * 4 == limit
+        activations = backend["largest_activations"]
+        assert max(a["bytes"] for a in activations.values()) <= limit
+        assert activations["unet"]["bytes"] == 2 * 8 * 512 * 4096 * 4  # one query chunk's scores
+        assert "[2, 8, 512, 4096] float32" in activations["unet"]["what"]
         memory = backend["memory"]
+        print(f"{name}: largest binding {limit / MIB:.1f} MiB, weights {memory['weights_bytes'] / MIB:.1f} MiB, "
+              f"activations {memory['activations_bytes'] / MIB:.1f} MiB, total {memory['total_bytes'] / MIB:.1f} MiB")
         assert memory["weights_bytes"] == sum(r["nbytes"] for r in records)
-        assert limit <= memory["activations_bytes"] <= 4 * limit
+        assert limit <= memory["activations_bytes"] <= 8 * limit
         assert memory["total_bytes"] == memory["weights_bytes"] + memory["activations_bytes"]
+    parts = [r for r in m["tensors"]["float32"]["records"] if "split" in r]
+    assert [r["split"]["rows"] for r in parts] == [[0, 43690], [43690, 49408]]  # 49408 x 768 f32 = 144.8 MiB
+    assert {r["split"]["of"] for r in parts} == {"embeddings.token_embedding.weight"}
+    assert not any("split" in r for r in m["tensors"]["float16"]["records"])  # 72.4 MiB in f16
     f16, f32 = m["backends"]["webgpu-f16"]["memory"], m["backends"]["webgpu-f32"]["memory"]
     assert f32["weights_bytes"] == 4 * sum(n_params.values())
     assert 0.5 * f32["weights_bytes"] < f16["weights_bytes"] < 0.51 * f32["weights_bytes"]  # norms stay f32
     assert m["memory"] == f16 and f16["total_bytes"] < 4 * 2**30
-
-
-def test_sd15_plan_at_256_fits_128_mib_with_a_split_token_table(sd15):
-    from webkiln.package.image_model import build_image_model
-
-    log: list[str] = []
-    m = build_image_model(load_source(sd15), "unused", "f32", size=256, plan_only=True, log=log.append)
-    backend = m["backends"]["webgpu-f32"]
-    limit = backend["required_limits"]["maxStorageBufferBindingSize"]
-    records = m["tensors"]["float32"]["records"]
-    assert limit <= 128 * MIB and max(r["nbytes"] for r in records) <= limit
-    parts = [r for r in records if "split" in r]
-    assert [r["split"]["rows"] for r in parts] == [[0, 43690], [43690, 49408]]  # 49408 x 768 f32 = 144.8 MiB
-    assert {r["split"]["of"] for r in parts} == {"embeddings.token_embedding.weight"}
-    assert backend["largest_activations"]["unet"]["bytes"] == 2 * 8 * 1024 * 1024 * 4  # 64 MiB scores at 32x32

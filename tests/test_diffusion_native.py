@@ -30,6 +30,7 @@ from webkiln.sources.diffusers_folder import load_diffusers_folder
 SEED = 0
 LATENT = 16  # latent height and width of the VAE check (image 32x32 from the 2-block VAE)
 UNET_LATENT = 8  # and of the UNet checks (halved once inside)
+VAE16_LATENT = 8  # and of the f16 VAE check (image 16x16)
 # f32 parity: max |ours - reference| <= ATOL_REL * max(1, max |reference|).
 ATOL_REL = 1e-4
 
@@ -147,12 +148,12 @@ def loaded(tiny):
     return load_diffusers_folder(tiny[1])
 
 
-def _compile(component, cfg, out: Path, **shape):
+def _compile(component, cfg, out: Path, dtype: str = "float32", **shape):
     import tvm
     from tvm import relax
     from webkiln.compile.build import build_module
 
-    mod, specs = export(component, cfg, "float32", **shape)
+    mod, specs = export(component, cfg, dtype, **shape)
     lib = build_module(mod, "native-cpu", out)
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
     return vm, specs
@@ -314,6 +315,195 @@ def test_text_encoder_float16(tiny, loaded, tmp_path):
     err = float(np.abs(ours - ref).max())
     print(f"text embeddings f16: max abs error {err:.3g} (reference max {float(np.abs(ref).max()):.3g})")
     assert err <= 1e-2 * max(1.0, float(np.abs(ref).max()))
+
+
+# f16 UNet / VAE against diffusers' f32, next to what PyTorch's own f16 (CPU `.half()`, which
+# accumulates in f32) gets on the same inputs. Measured max abs errors (llvm, these inputs):
+#   UNet noise (ref max 1.02): ours 0.0019, torch .half() 0.0016; 0.014-0.015 when convolutions
+#     and matmuls accumulated in f16;
+#   VAE image, 8x8 latents (ref max 1.90): ours 0.0035, torch 0.0029; 0.0183 accumulating in f16.
+# Bound: 3 x torch's error + 5e-4 * max(1, max |ref|) (0.0054 / 0.0096): ~2.8x margin over ours,
+# and f16 accumulation fails it by 2-3x (a wrong op gives errors of order 1).
+F16_VS_TORCH = 3.0
+F16_FLOOR_REL = 5e-4  # of max(1, max |ref|): the same f16 roundings at other points of the graph
+
+
+def _torch_half(model, *args):
+    import copy
+
+    half = copy.deepcopy(model).half()
+    with torch.no_grad():
+        return half(*(torch.from_numpy(a).half() if a.dtype == np.float32 and a.ndim > 1 else torch.from_numpy(a)
+                      for a in args))
+
+
+def test_unet_and_vae_float16(tiny, loaded, tmp_path):
+    """The f16 image library's UNet and VAE graphs (what webgpu-f16 runs) natively, against diffusers in f32:
+    within a small multiple of PyTorch's own f16 error, i.e. matmuls and convolutions accumulate in f32."""
+    pipe, _ = tiny
+    rng = np.random.default_rng(SEED + 3)
+    latents = rng.standard_normal((2, 4, UNET_LATENT, UNET_LATENT)).astype(np.float32)
+    timestep = np.array([999.0, 321.0], dtype=np.float32)
+    text = rng.standard_normal((2, 77, 32)).astype(np.float32)
+    vae_latents = rng.standard_normal((1, 4, VAE16_LATENT, VAE16_LATENT)).astype(np.float32)
+    with torch.no_grad():
+        ref_noise = pipe.unet(torch.from_numpy(latents), torch.from_numpy(timestep),
+                              encoder_hidden_states=torch.from_numpy(text)).sample.numpy()
+        ref_image = pipe.vae.decode(torch.from_numpy(vae_latents)).sample.numpy()
+    torch_noise = _torch_half(pipe.unet, latents, timestep, text).sample.float().numpy()
+    torch_image = _torch_half(_Decode(pipe.vae), vae_latents).float().numpy()
+    f16 = lambda x: x.astype(np.float16)
+    vm, _ = _compile("unet", loaded.unet.config, tmp_path / "unet16.so", "float16", latent_height=UNET_LATENT,
+                     latent_width=UNET_LATENT)
+    params = loaded.unet.params("float16")
+    assert {p.dtype for p in params} == {np.dtype("float16"), np.dtype("float32")}  # norms stay f32
+    noise = _run(vm, "unet", [f16(latents), timestep, f16(text)], params)
+    assert noise.dtype == np.float16
+    vm, _ = _compile("vae", loaded.vae.config, tmp_path / "vae16.so", "float16", latent_height=VAE16_LATENT,
+                     latent_width=VAE16_LATENT)
+    image = _run(vm, "vae_decode", [f16(vae_latents)], loaded.vae.params("float16"))
+    assert image.dtype == np.float16
+    for name, ours, theirs, ref in (("unet noise f16", noise, torch_noise, ref_noise),
+                                    ("vae image f16", image, torch_image, ref_image)):
+        err = float(np.abs(ours.astype(np.float32) - ref).max())
+        torch_err = float(np.abs(theirs - ref).max())
+        scale = max(1.0, float(np.abs(ref).max()))
+        bound = F16_VS_TORCH * torch_err + F16_FLOOR_REL * scale
+        print(f"{name}: max abs error {err:.3g}, torch .half() {torch_err:.3g}, bound {bound:.3g} "
+              f"(reference max {float(np.abs(ref).max()):.3g})")
+        assert err <= bound, f"{name}: max abs error {err} > {bound} ({F16_VS_TORCH} x torch f16's {torch_err})"
+
+
+class _Decode(torch.nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z):
+        return self.vae.decode(z).sample
+
+
+# --- tiled attention and channel-split feature maps (the per-binding limit) ---------------------
+
+
+def test_attention_tiles_rule():
+    from webkiln.models.diffusion.layers import AttentionTooLarge, attention_tiles
+
+    mib = 2**20
+    assert attention_tiles(2, 8, 4096, 4096, None) == ([2], [8], [4096])
+    assert attention_tiles(2, 8, 4096, 4096, 1024 * mib) == ([2], [8], [4096])  # fits: one tile
+    assert attention_tiles(2, 8, 4096, 4096, 128 * mib) == ([2], [8], [512] * 8)  # SD 1.5 at 512x512
+    assert attention_tiles(2, 8, 4096, 77, 128 * mib) == ([2], [8], [4096])  # cross-attention fits
+    assert attention_tiles(1, 1, 16384, 16384, 128 * mib) == ([1], [1], [2048] * 8)  # SD VAE at 1024x1024
+    assert attention_tiles(2, 8, 10, 10, 2 * 8 * 3 * 40) == ([2], [8], [3, 3, 2, 2])  # near-equal chunks
+    assert attention_tiles(2, 4, 8, 16, 3 * 64) == ([2], [1, 1, 1, 1], [1] * 8)  # heads split too
+    assert attention_tiles(2, 4, 8, 16, 64) == ([1, 1], [1, 1, 1, 1], [1] * 8)  # and the batch
+    with pytest.raises(AttentionTooLarge, match="more than the 63-byte budget"):
+        attention_tiles(2, 4, 8, 16, 63)
+
+
+@pytest.mark.parametrize("budget,causal", [(2 * 4 * 3 * 8 * 4, True), (2 * 2 * 16 * 4, False), (8 * 4, True)])
+def test_tiled_attention_matches_one_tile(budget, causal, tmp_path):
+    """attention() tiled by queries (3 rows), by heads and by batch against the same module untiled."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend import nn
+    from webkiln.compile.build import build_module
+    from webkiln.models.diffusion.layers import attention
+
+    class Attn(nn.Module):
+        def __init__(self, budget):
+            self.budget = budget
+
+        def forward(self, q, k, v):
+            return attention(q, k, v, 4, causal=causal, score_budget=self.budget)
+
+    rng = np.random.default_rng(SEED + 4)
+    q, k, v = (rng.standard_normal((2, n, 32)).astype(np.float32) for n in (8, 16, 16))
+    if causal:
+        k, v = k[:, :8], v[:, :8]
+    outs = []
+    for i, b in enumerate((None, budget)):
+        shapes = {"q": q.shape, "k": k.shape, "v": v.shape}
+        spec = {"forward": {n: nn.spec.Tensor(list(x), "float32") for n, x in shapes.items()} | {
+            "$": {"param_mode": "none", "effect_mode": "none"}}}
+        mod, _ = Attn(b).export_tvm(spec=spec)
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(build_module(mod, "native-cpu", tmp_path / f"a{i}.so"))),
+                                  tvm.cpu())
+        outs.append(vm["forward"](*(tvm.runtime.tensor(x, tvm.cpu()) for x in (q, k, v))).numpy())
+    np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-6)
+
+
+def test_unet_and_vae_with_a_small_binding_budget(tiny, loaded, tmp_path):
+    """A budget far below the tiny pipeline's sizes forces the query-chunked attention (UNet cross-attention
+    [2, 8, 16, 77] f32 = 39 KiB scores, VAE [1, 1, 256, 256] = 256 KiB) and the VAE's channel-split maps
+    ([1, 64, 32, 32] f32 = 256 KiB): the outputs match diffusers to float tolerance (as the untiled
+    build does), and after fusion no kernel output is over the budget."""
+    import tvm
+    from tvm import relax
+    from webkiln.compile.build import build_module
+    from webkiln.models.diffusion.layers import attention_tiles
+
+    pipe, _ = tiny
+    budgets = {"unet": 32 * 1024, "vae": 64 * 1024}  # the VAE's unsplit mid block maps are 64 KiB
+    assert attention_tiles(2, 8, 16, 77, budgets["unet"])[2] == [6, 5, 5]
+    assert attention_tiles(1, 1, 256, 256, budgets["vae"])[2] == [64] * 4
+    rng = np.random.default_rng(SEED + 5)
+    latents = rng.standard_normal((2, 4, UNET_LATENT, UNET_LATENT)).astype(np.float32)
+    timestep = np.array([999.0, 321.0], dtype=np.float32)
+    text = rng.standard_normal((2, 77, 32)).astype(np.float32)
+    vae_latents = rng.standard_normal((1, 4, LATENT, LATENT)).astype(np.float32)
+    with torch.no_grad():
+        ref_noise = pipe.unet(torch.from_numpy(latents), torch.from_numpy(timestep),
+                              encoder_hidden_states=torch.from_numpy(text)).sample.numpy()
+        ref_image = pipe.vae.decode(torch.from_numpy(vae_latents)).sample.numpy()
+    shapes = {"unet": dict(latent_height=UNET_LATENT, latent_width=UNET_LATENT),
+              "vae": dict(latent_height=LATENT, latent_width=LATENT)}
+    inputs = {"unet": [latents, timestep, text], "vae": [vae_latents]}
+    refs = {"unet": ref_noise, "vae": ref_image}
+    for component, fn in (("unet", "unet"), ("vae", "vae_decode")):
+        budget = budgets[component]
+        cfg = getattr(loaded, component).config
+        params = getattr(loaded, component).params()
+        whole, _ = export(component, cfg, "float32", **shapes[component])
+        tiled, _ = export(component, cfg, "float32", max_binding=budget, **shapes[component])
+        sizes = {}
+        for label, mod in (("whole", whole), ("tiled", tiled)):
+            # the UNet's feature maps are not split (48 KiB here, 10 MiB for SD 1.5 at 512): only its scores
+            # (the VAE's convolution weight slices, `split` kernels, are weights, not activations)
+            sizes[label] = _largest(mod, fn, ("matmul", "softmax") if component == "unet" else (), ("split",))
+        print(f"{component}: largest activation {sizes['whole'][0]} B untiled, {sizes['tiled'][0]} B tiled "
+              f"({sizes['tiled'][1]})")
+        assert sizes["whole"][0] > budget >= sizes["tiled"][0]
+        # Only the tiled module is compiled: the untiled one is what test_unet_matches_diffusers and
+        # test_vae_decode_matches_diffusers check against the same references.
+        lib = build_module(tiled, "native-cpu", tmp_path / f"{component}-tiled.so")
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
+        _check(f"{component} tiled vs diffusers", _run(vm, fn, inputs[component], params), refs[component])
+
+
+def _largest(mod, entry: str, only: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> tuple[int, str]:
+    """The largest 4-D kernel output of `entry` after fusion (scores, probabilities, feature maps; the
+    2-D weight transposes are not what tiling is about), as image_model.analyze_buffers fuses; `only`:
+    kernels whose name has one of these words."""
+    import tvm
+    from tvm import relax
+    from webkiln.package.image_model import _tensor_bytes
+
+    with tvm.target.Target("llvm"):
+        fused = tvm.transform.Sequential([
+            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+            relax.transform.FuseOps(), relax.transform.FuseTIR()])(mod)
+    largest = (0, "nothing")
+    for block in fused[entry].body.blocks:
+        for b in block.bindings:
+            if isinstance(b.value, relax.Call) and b.value.op.same_as(tvm.ir.Op.get("relax.call_tir")):
+                for nbytes, dims, dtype in _tensor_bytes(b.var.ty):
+                    name = b.value.args[0].name_hint
+                    if (len(dims) == 4 and (not only or any(word in name for word in only))
+                            and not name.startswith(skip)):
+                        largest = max(largest, (nbytes, f"{b.value.args[0].name_hint} {dims} {dtype}"))
+    return largest
 
 
 # --- real model shapes (export only) ------------------------------------------------------

@@ -186,13 +186,18 @@ def _text_encoder_module(cfg, dtype: str, split_bytes: int):
     return model, split
 
 
-def export_components(pipeline, dtype: str, shape: ImageShape, split_bytes: int):
+def export_components(pipeline, dtype: str, shape: ImageShape, split_bytes: int, max_binding: int | None = None):
     """-> (one IRModule with the three entry points, {component: [(name, shape, dtype)]},
-    {component: {part name: (param name, first row, end row)}})."""
+    {component: {part name: (param name, first row, end row)}}).
+
+    `max_binding` (the build's per-binding limit): the UNet's and the VAE's attentions whose
+    float32 scores would exceed it are computed in query chunks (models/diffusion/layers.py,
+    attention_tiles), so no kernel binds a larger score or probability tensor. None: no chunking."""
     import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
+    from ..models.diffusion.layers import AttentionTooLarge
     from ..models.diffusion.params import build
 
     @mutator
@@ -212,9 +217,16 @@ def export_components(pipeline, dtype: str, shape: ImageShape, split_bytes: int)
         if component == "text_encoder":
             model, splits[component] = _text_encoder_module(cfg, dtype, split_bytes)
         else:
-            model = build(component, cfg, dtype, shape.latent_height, shape.latent_width, shape.unet_batch, text_len)
+            model = build(component, cfg, dtype, shape.latent_height, shape.latent_width, shape.unet_batch,
+                          text_len, max_binding)
             splits[component] = {}
-        mod, named = model.export_tvm(spec=model.spec())
+        try:
+            mod, named = model.export_tvm(spec=model.spec())
+        except AttentionTooLarge as e:
+            raise ImageBuildError(
+                f"{component}: {e} (--max-binding-mib {max_binding / MIB:g}); attention is tiled down to one query "
+                "row of one head and feature maps down to one norm group. Raise --max-binding-mib or build a "
+                "smaller --size.") from None
         specs[component] = [(n, tuple(int(d) for d in p.shape), str(p.dtype)) for n, p in named]
         # Helper functions (tensor_expr_op kernels) get the component as prefix: the UNet and
         # the VAE both have an `upsample_nearest2x`, of different shapes.
@@ -414,7 +426,7 @@ def plan_image_model(pipeline, quantization: str = "f16", size: int | tuple[int,
     plans = []
     for name in IMAGE_SCHEMES[quantization]:
         dtype = BACKEND_DTYPES[name]
-        mod, specs, splits = export_components(pipeline, dtype, shape, split_bytes or max_binding)
+        mod, specs, splits = export_components(pipeline, dtype, shape, split_bytes or max_binding, max_binding)
         plan = BackendPlan(name, dtype, mod, specs, splits, analyze_buffers(mod, target))
         plan.largest_binding = _check_limits(plan, shape, max_binding)  # fails before planning the next
         plans.append(plan)

@@ -33,9 +33,12 @@ ParamSpec = tuple[str, tuple[int, ...], str]
 
 
 def build(component: str, cfg: Any, dtype: str = "float32", latent_height: int | None = None,
-          latent_width: int | None = None, batch: int = 2, text_len: int = 77):
+          latent_width: int | None = None, batch: int = 2, text_len: int = 77, max_binding: int | None = None):
     """The nn.Module of one component. UNet latent sizes default to its sample_size, the VAE's
-    to 64; `text_len` (the UNet's text_embeds length) is the text encoder's max_position_embeddings."""
+    to 64; `text_len` (the UNet's text_embeds length) is the text encoder's max_position_embeddings.
+    `max_binding`: the most bytes an attention score tensor of the UNet / VAE may take (the build's
+    per-binding limit); larger attentions are computed in query chunks (layers.attention_tiles).
+    None: never chunked. CLIP's 77x77 scores never come near a limit."""
     if component == "text_encoder":
         from .clip import ClipTextModel
 
@@ -45,12 +48,12 @@ def build(component: str, cfg: Any, dtype: str = "float32", latent_height: int |
         from .unet import UNet2DConditionModel
 
         assert isinstance(cfg, UNetConfig)
-        return UNet2DConditionModel(cfg, dtype, latent_height, latent_width, batch, text_len)
+        return UNet2DConditionModel(cfg, dtype, latent_height, latent_width, batch, text_len, max_binding)
     if component == "vae":
         from .vae import AutoencoderKLDecoder
 
         assert isinstance(cfg, VaeConfig)
-        return AutoencoderKLDecoder(cfg, dtype, latent_height or 64, latent_width or 64)
+        return AutoencoderKLDecoder(cfg, dtype, latent_height or 64, latent_width or 64, max_binding)
     raise ValueError(f"unknown component {component!r}; one of {COMPONENTS}")
 
 
@@ -66,9 +69,9 @@ def param_specs(component: str, cfg: Any, dtype: str = "float32") -> list[ParamS
 
 
 def export(component: str, cfg: Any, dtype: str = "float32", latent_height: int | None = None,
-           latent_width: int | None = None, batch: int = 2, text_len: int = 77):
+           latent_width: int | None = None, batch: int = 2, text_len: int = 77, max_binding: int | None = None):
     """-> (IRModule with the component's entry point, [(param name, shape, dtype)] in the packed order)."""
-    model = build(component, cfg, dtype, latent_height, latent_width, batch, text_len)
+    model = build(component, cfg, dtype, latent_height, latent_width, batch, text_len, max_binding)
     mod, named = model.export_tvm(spec=model.spec())
     return mod, [(n, tuple(int(d) for d in p.shape), str(p.dtype)) for n, p in named]
 

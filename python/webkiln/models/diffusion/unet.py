@@ -29,6 +29,8 @@ from .layers import (
     Linear,
     ResnetBlock2D,
     Upsample2D,
+    _f32,
+    _to,
     attention,
     from_tokens,
     to_tokens,
@@ -41,16 +43,17 @@ BLOCK_NORM_EPS = 1e-5  # BasicTransformerBlock's LayerNorms
 class Attention(nn.Module):
     """diffusers' Attention as BasicTransformerBlock uses it: q/k/v without bias, to_out.0 with."""
 
-    def __init__(self, dim: int, context_dim: int, heads: int, dtype: str) -> None:
+    def __init__(self, dim: int, context_dim: int, heads: int, dtype: str, max_binding: int | None = None) -> None:
         self.to_q = Linear(dim, dim, bias=False, dtype=dtype)
         self.to_k = Linear(context_dim, dim, bias=False, dtype=dtype)
         self.to_v = Linear(context_dim, dim, bias=False, dtype=dtype)
         self.to_out = nn.ModuleList([Linear(dim, dim, dtype=dtype)])
-        self.heads = heads
+        self.heads, self.max_binding = heads, max_binding
 
     def forward(self, x, context=None):
         context = x if context is None else context
-        return self.to_out[0](attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads))
+        return self.to_out[0](attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads,
+                                        score_budget=self.max_binding))
 
 
 class GEGLU(nn.Module):
@@ -59,7 +62,9 @@ class GEGLU(nn.Module):
 
     def forward(self, x):
         hidden, gate = op.split(self.proj(x), 2, axis=-1)
-        return hidden * op.gelu(gate)
+        # gelu (erf) in float32, as PyTorch's f16 gelu computes internally (LLVM also takes over a
+        # minute on the f16 erf kernel); cast, gelu, cast and multiply fuse into one kernel
+        return hidden * _to(op.gelu(_f32(gate)), gate.dtype)
 
 
 class FeedForward(nn.Module):
@@ -71,11 +76,11 @@ class FeedForward(nn.Module):
 
 
 class BasicTransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, cross_dim: int, dtype: str) -> None:
+    def __init__(self, dim: int, heads: int, cross_dim: int, dtype: str, max_binding: int | None = None) -> None:
         self.norm1 = LayerNorm(dim, BLOCK_NORM_EPS)
-        self.attn1 = Attention(dim, dim, heads, dtype)
+        self.attn1 = Attention(dim, dim, heads, dtype, max_binding)
         self.norm2 = LayerNorm(dim, BLOCK_NORM_EPS)
-        self.attn2 = Attention(dim, cross_dim, heads, dtype)
+        self.attn2 = Attention(dim, cross_dim, heads, dtype, max_binding)
         self.norm3 = LayerNorm(dim, BLOCK_NORM_EPS)
         self.ff = FeedForward(dim, dtype)
 
@@ -86,11 +91,12 @@ class BasicTransformerBlock(nn.Module):
 
 
 class Transformer2DModel(nn.Module):
-    def __init__(self, channels: int, heads: int, cross_dim: int, layers: int, groups: int, dtype: str) -> None:
+    def __init__(self, channels: int, heads: int, cross_dim: int, layers: int, groups: int, dtype: str,
+                 max_binding: int | None = None) -> None:
         self.norm = GroupNorm(groups, channels, TRANSFORMER_NORM_EPS)
         self.proj_in = Linear(channels, channels, dtype=dtype)
         self.transformer_blocks = nn.ModuleList(
-            [BasicTransformerBlock(channels, heads, cross_dim, dtype) for _ in range(layers)])
+            [BasicTransformerBlock(channels, heads, cross_dim, dtype, max_binding) for _ in range(layers)])
         self.proj_out = Linear(channels, channels, dtype=dtype)
 
     def forward(self, x, context):
@@ -104,7 +110,8 @@ class Transformer2DModel(nn.Module):
 class DownBlock(nn.Module):
     """CrossAttnDownBlock2D (with attentions) or DownBlock2D."""
 
-    def __init__(self, cfg: UNetConfig, i: int, cin: int, cout: int, dtype: str) -> None:
+    def __init__(self, cfg: UNetConfig, i: int, cin: int, cout: int, dtype: str,
+                 max_binding: int | None = None) -> None:
         cross = cfg.down_block_types[i] == "CrossAttnDownBlock2D"
         n = cfg.layers_per_block[i]
         t = cfg.time_embed_dim
@@ -113,8 +120,8 @@ class DownBlock(nn.Module):
                           cfg.resnet_out_scale_factor, dtype) for j in range(n)])
         self.attentions = nn.ModuleList([
             Transformer2DModel(cout, cfg.num_attention_heads[i], cfg.cross_attention_dim,
-                               cfg.transformer_layers_per_block[i], cfg.norm_num_groups, dtype)
-            for _ in range(n)]) if cross else None
+                               cfg.transformer_layers_per_block[i], cfg.norm_num_groups, dtype,
+                               max_binding) for _ in range(n)]) if cross else None
         last = i == len(cfg.block_out_channels) - 1
         self.downsamplers = None if last else nn.ModuleList([Downsample2D(cout, 1, dtype)])
 
@@ -134,7 +141,8 @@ class DownBlock(nn.Module):
 class UpBlock(nn.Module):
     """CrossAttnUpBlock2D (with attentions) or UpBlock2D."""
 
-    def __init__(self, cfg: UNetConfig, i: int, cin: int, cprev: int, cout: int, dtype: str) -> None:
+    def __init__(self, cfg: UNetConfig, i: int, cin: int, cprev: int, cout: int, dtype: str,
+                 max_binding: int | None = None) -> None:
         n_blocks = len(cfg.block_out_channels)
         cross = cfg.up_block_types[i] == "CrossAttnUpBlock2D"
         rev = n_blocks - 1 - i  # the matching down block
@@ -149,8 +157,8 @@ class UpBlock(nn.Module):
         self.resnets = nn.ModuleList(resnets)
         self.attentions = nn.ModuleList([
             Transformer2DModel(cout, cfg.num_attention_heads[rev], cfg.cross_attention_dim,
-                               cfg.transformer_layers_per_block[rev], cfg.norm_num_groups, dtype)
-            for _ in range(n)]) if cross else None
+                               cfg.transformer_layers_per_block[rev], cfg.norm_num_groups, dtype,
+                               max_binding) for _ in range(n)]) if cross else None
         last = i == n_blocks - 1
         self.upsamplers = None if last else nn.ModuleList([Upsample2D(cout, dtype)])
         self.n = n
@@ -168,14 +176,15 @@ class UpBlock(nn.Module):
 class MidBlock(nn.Module):
     """UNetMidBlock2DCrossAttn: resnet, then (attention, resnet) once."""
 
-    def __init__(self, cfg: UNetConfig, dtype: str) -> None:
+    def __init__(self, cfg: UNetConfig, dtype: str, max_binding: int | None = None) -> None:
         c = cfg.block_out_channels[-1]
         self.resnets = nn.ModuleList([
             ResnetBlock2D(c, c, cfg.time_embed_dim, cfg.norm_num_groups, cfg.norm_eps, cfg.mid_block_scale_factor,
                           dtype) for _ in range(2)])
         self.attentions = nn.ModuleList([
             Transformer2DModel(c, cfg.num_attention_heads[-1], cfg.cross_attention_dim,
-                               cfg.transformer_layers_per_block[-1], cfg.norm_num_groups, dtype)])
+                               cfg.transformer_layers_per_block[-1], cfg.norm_num_groups, dtype,
+                               max_binding)])
 
     def forward(self, x, temb, context):
         x = self.resnets[0](x, temb)
@@ -194,7 +203,8 @@ class TimestepEmbedding(nn.Module):
 
 class UNet2DConditionModel(nn.Module):
     def __init__(self, cfg: UNetConfig, dtype: str = "float32", latent_height: int | None = None,
-                 latent_width: int | None = None, batch: int = 2, text_len: int = 77) -> None:
+                 latent_width: int | None = None, batch: int = 2, text_len: int = 77,
+                 max_binding: int | None = None) -> None:
         self.cfg, self.dtype, self.batch, self.text_len = cfg, dtype, batch, text_len
         self.height = latent_height or cfg.sample_size
         self.width = latent_width or cfg.sample_size
@@ -208,15 +218,15 @@ class UNet2DConditionModel(nn.Module):
         down, cout = [], ch[0]
         for i in range(len(ch)):
             cin, cout = cout, ch[i]
-            down.append(DownBlock(cfg, i, cin, cout, dtype))
+            down.append(DownBlock(cfg, i, cin, cout, dtype, max_binding))
         self.down_blocks = nn.ModuleList(down)
-        self.mid_block = MidBlock(cfg, dtype)
+        self.mid_block = MidBlock(cfg, dtype, max_binding)
         rev = list(reversed(ch))
         up, cout = [], rev[0]
         for i in range(len(ch)):
             cprev, cout = cout, rev[i]
             cin = rev[min(i + 1, len(ch) - 1)]
-            up.append(UpBlock(cfg, i, cin, cprev, cout, dtype))
+            up.append(UpBlock(cfg, i, cin, cprev, cout, dtype, max_binding))
         self.up_blocks = nn.ModuleList(up)
         self.conv_norm_out = GroupNorm(cfg.norm_num_groups, ch[0], cfg.norm_eps)
         self.conv_out = Conv2d(ch[0], cfg.out_channels, 3, padding=1, dtype=dtype)

@@ -24,8 +24,12 @@ from .layers import (
     Upsample2D,
     _to,
     attention,
+    conv2d_parts,
     from_tokens,
+    group_norm_parts,
+    resnet_parts,
     to_tokens,
+    upsample_parts,
 )
 
 EPS = 1e-6  # every norm of the decoder
@@ -34,26 +38,28 @@ EPS = 1e-6  # every norm of the decoder
 class SpatialAttention(nn.Module):
     """The decoder mid block's attention: GroupNorm, q/k/v/out with biases, residual."""
 
-    def __init__(self, channels: int, groups: int, dtype: str) -> None:
+    def __init__(self, channels: int, groups: int, dtype: str, max_binding: int | None = None) -> None:
         self.group_norm = GroupNorm(groups, channels, EPS)
         self.to_q = Linear(channels, channels, dtype=dtype)
         self.to_k = Linear(channels, channels, dtype=dtype)
         self.to_v = Linear(channels, channels, dtype=dtype)
         self.to_out = nn.ModuleList([Linear(channels, channels, dtype=dtype)])
+        self.max_binding = max_binding
 
     def forward(self, x):
         _, _, h, w = (int(d) for d in x.shape)
         t = to_tokens(self.group_norm(x))
         # heads = channels // attention_head_dim, and the decoder sets attention_head_dim = channels.
-        out = self.to_out[0](attention(self.to_q(t), self.to_k(t), self.to_v(t), 1))
+        out = self.to_out[0](attention(self.to_q(t), self.to_k(t), self.to_v(t), 1,
+                                                  score_budget=self.max_binding))
         return from_tokens(out, h, w) + x
 
 
 class MidBlock(nn.Module):
-    def __init__(self, cfg: VaeConfig, dtype: str) -> None:
+    def __init__(self, cfg: VaeConfig, dtype: str, max_binding: int | None = None) -> None:
         c, g = cfg.block_out_channels[-1], cfg.norm_num_groups
         self.resnets = nn.ModuleList([ResnetBlock2D(c, c, None, g, EPS, 1.0, dtype) for _ in range(2)])
-        self.attentions = nn.ModuleList([SpatialAttention(c, g, dtype)]) if cfg.mid_block_add_attention else None
+        self.attentions = nn.ModuleList([SpatialAttention(c, g, dtype, max_binding)]) if cfg.mid_block_add_attention else None
 
     def forward(self, x):
         x = self.resnets[0](x)
@@ -76,10 +82,11 @@ class UpDecoderBlock2D(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: VaeConfig, dtype: str) -> None:
+    def __init__(self, cfg: VaeConfig, dtype: str, max_binding: int | None = None) -> None:
+        self.groups, self.max_binding = cfg.norm_num_groups, max_binding
         rev = list(reversed(cfg.block_out_channels))
         self.conv_in = Conv2d(cfg.latent_channels, rev[0], 3, padding=1, dtype=dtype)
-        self.mid_block = MidBlock(cfg, dtype)
+        self.mid_block = MidBlock(cfg, dtype, max_binding)
         blocks, cout = [], rev[0]
         for i in range(len(rev)):
             cin, cout = cout, rev[i]
@@ -89,19 +96,25 @@ class Decoder(nn.Module):
         self.conv_out = Conv2d(rev[-1], cfg.out_channels, 3, padding=1, dtype=dtype)
 
     def forward(self, z):
-        x = self.mid_block(self.conv_in(z))
+        # The up blocks carry channel-split maps (layers.channel_parts) so that no feature map is
+        # over max_binding in float32: at 512x512 pixels SD's [1, 256, 512, 512] maps are 256 MiB.
+        parts = [self.mid_block(self.conv_in(z))]
         for block in self.up_blocks:
-            x = block(x)
-        return self.conv_out(op.silu(self.conv_norm_out(x)))
+            for resnet in block.resnets:
+                parts = resnet_parts(resnet, parts, self.groups, self.max_binding)
+            if block.upsamplers is not None:
+                parts = upsample_parts(block.upsamplers[0], parts, self.groups, self.max_binding)
+        parts = [op.silu(p) for p in group_norm_parts(self.conv_norm_out, parts)]
+        return conv2d_parts(self.conv_out, parts, [int(self.conv_out.weight.shape[0])])[0]
 
 
 class AutoencoderKLDecoder(nn.Module):
     def __init__(self, cfg: VaeConfig, dtype: str = "float32", latent_height: int = 64,
-                 latent_width: int = 64) -> None:
+                 latent_width: int = 64, max_binding: int | None = None) -> None:
         self.cfg, self.dtype, self.height, self.width = cfg, dtype, latent_height, latent_width
         c = cfg.latent_channels
         self.post_quant_conv = Conv2d(c, c, 1, dtype=dtype) if cfg.use_post_quant_conv else None
-        self.decoder = Decoder(cfg, dtype)
+        self.decoder = Decoder(cfg, dtype, max_binding)
 
     def vae_decode(self, latents):
         z = latents if self.post_quant_conv is None else self.post_quant_conv(latents)
