@@ -331,7 +331,14 @@ def test_q4f16_build_has_both_backends(q4f32_build, tiny_llama):
     assert {"tiny-llama-q4f32", "tiny-llama-q4f16"} <= {e["id"] for e in index["models"]}
 
 
-def test_rebuild_and_fine_tune_reuse_the_compiled_library(q4f32_build, tiny_llama, tmp_path):
+def test_rebuild_and_fine_tune_reuse_the_compiled_library(q4f32_build, tiny_llama, tmp_path, monkeypatch):
+    import webkiln.models.llm
+
+    def no_export(*_args, **_kwargs):
+        raise AssertionError("a compile cache hit must not export the model again")
+
+    # The parameter list comes from the cache entry (exporting SmolLM2 takes ~6 s).
+    monkeypatch.setattr(webkiln.models.llm, "export", no_export)
     before = _tree(q4f32_build.path)
     again = _build(load_source(tiny_llama.folder), q4f32_build.out_root, "q4f32")
     assert again.path == q4f32_build.path

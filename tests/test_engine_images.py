@@ -13,8 +13,9 @@ with engine.loadModel() and run with images.generate():
   usage.extra.seeds say so), progress counts over both, and the second equals an n=1 run
   with seed s + 1 pixel for pixel;
 * previews (onPreview) arrive after every previewEvery-th step of each image and after its
-  last step, with the documented step/total/index, and the last one of each image is that
-  image's pixels; aborting at the first preview stops the run;
+  last step, with the documented step/total/index; an intermediate one equals the decode of
+  diffusers' pred_original_sample at that step (within 2 per channel), the last one of each
+  image is that image's pixels; aborting at the first preview stops the run;
 * bad requests (n 0, 9, 1.5 or "2", a size other than the built one, an unknown
   scheduler, response_format "url", previewEvery 0) fail with InvalidRequestError naming
   the field; chat requests against the image model fail with ModelNotLoadedError saying
@@ -297,9 +298,33 @@ def _rgba(image: Image.Image) -> list[int]:
     return list(np.asarray(image.convert("RGBA"), dtype=np.uint8).reshape(-1))
 
 
-def test_previews_through_the_worker(page):
+def _first_step_decodes(tiny, seed: int, steps: int, guidance: float) -> tuple[np.ndarray, np.ndarray]:
+    """diffusers' uint8 RGB decodes after the first Euler-ancestral step (prompt PROMPT, no
+    negative prompt): (of the predicted clean latents, pred_original_sample; of the latents)."""
+    from diffusers import EulerAncestralDiscreteScheduler
+    from webkiln.image_noise import GaussianNoise, initial_latents
+
+    pipe, loaded, _ = tiny
+    sched = EulerAncestralDiscreteScheduler.from_config(loaded.scheduler)
+    sched.set_timesteps(steps)
+    latents = torch.from_numpy(initial_latents(GaussianNoise(seed), (1, 4, LATENT, LATENT), sched.init_noise_sigma))
+    with torch.no_grad():
+        cond, uncond = pipe.encode_prompt(PROMPT, "cpu", 1, True, negative_prompt="")
+        t = sched.timesteps[0]
+        eps_uncond, eps_cond = pipe.unet(sched.scale_model_input(torch.cat([latents] * 2), t), t,
+                                         encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
+        out = sched.step(eps_uncond + guidance * (eps_cond - eps_uncond), t, latents)
+
+        def decode(x: torch.Tensor) -> np.ndarray:
+            image = pipe.vae.decode(x / pipe.vae.config.scaling_factor).sample
+            return ((image[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.int32)
+
+        return decode(out.pred_original_sample), decode(out.prev_sample)
+
+
+def test_previews_through_the_worker(page, tiny):
     page.evaluate(LOAD, ["worker", MODEL])
-    request = {"prompt": PROMPT, "steps": 3, "seed": 21, "scheduler": "euler_a"}
+    request = {"prompt": PROMPT, "steps": 3, "seed": 21, "scheduler": "euler_a", "guidance_scale": 7.5}
 
     # Every step (the default at this size): 3 previews, the last one the image itself.
     r = page.evaluate(PREVIEW, ["worker", request, None, False])
@@ -311,6 +336,14 @@ def test_previews_through_the_worker(page):
     final = _rgba(_png(r["response"]))
     assert r["previews"][-1]["rgba"] == final
     assert r["previews"][0]["rgba"] != final  # a step-1 preview is not the finished image
+    # An intermediate preview decodes the predicted clean latents, not the noisy current ones.
+    predicted, current = _first_step_decodes(tiny, 21, 3, 7.5)
+    first = np.asarray(r["previews"][0]["rgba"], dtype=np.int32).reshape(SIZE, SIZE, 4)[..., :3]
+    err = int(np.abs(first - predicted).max())
+    print(f"\nstep-1 preview: max |browser - diffusers' pred_original_sample decode| = {err}, "
+          f"vs the current latents' decode {int(np.abs(first - current).max())} (of 255)")
+    assert err <= 2
+    assert np.abs(predicted - current).max() > 10  # the two are told apart at this step
     assert r["response"]["usage"]["extra"]["preview_ms"] > 0  # two intermediate VAE decodes
 
     # n=2, previewEvery=2 of 3 steps: after steps 2 and 3 of each image (counted over both).

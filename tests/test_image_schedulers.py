@@ -6,7 +6,8 @@
   several configs and step counts, the timesteps, sigmas and init_noise_sigma equal
   diffusers', and a whole denoising loop with a fixed fake model (with classifier-free
   guidance), started from the same latents and, for ancestral sampling, fed the same
-  noise (diffusers' randn_tensor replaced by our generator), ends where diffusers ends.
+  noise (diffusers' randn_tensor replaced by our generator), ends where diffusers ends,
+  and each step's predicted clean sample (what previews decode) equals diffusers'.
 * Bad configs fail with an error that names the field.
 
 The bundle is built with a one-off esbuild call into a temporary site, so this file does
@@ -205,6 +206,8 @@ LOOP_JS = """([config, steps, seed, shape, guidance]) => {
   const noise = new T.GaussianNoise(seed);
   const size = shape.reduce((a, b) => a * b, 1);
   let x = T.initialLatents(noise, size, s.initNoiseSigma);
+  if (s.predictedOriginal !== null) throw new Error("predictedOriginal before the first step");
+  const predicted = [];
   const c = Math.fround(0.1);
   for (let i = 0; i < s.timesteps.length; i++) {
     const t = s.timesteps[i];
@@ -215,8 +218,9 @@ LOOP_JS = """([config, steps, seed, shape, guidance]) => {
     const cond = input.map((v) => Math.fround(c * v) + sc);
     const eps = T.classifierFreeGuidance(uncond, cond, guidance);
     x = s.step(eps, i, x, noise);
+    predicted.push(T.bits(s.predictedOriginal));
   }
-  return T.bits(x);
+  return {x: T.bits(x), predicted};
 }"""
 
 
@@ -225,7 +229,9 @@ def fake_model(x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
     return 0.1 * x + math.sin(t / 100), 0.1 * x + math.cos(t / 100)
 
 
-def diffusers_loop(config: dict, steps: int, monkeypatch) -> np.ndarray:
+def diffusers_loop(config: dict, steps: int, monkeypatch) -> tuple[np.ndarray, list[np.ndarray]]:
+    """-> (final sample, each step's predicted clean sample: pred_original_sample for the
+    Euler samplers, the converted model output (data prediction) for DPM-Solver++)."""
     noise = GaussianNoise(SEED)
     monkeypatch.setattr(
         scheduling_euler_ancestral_discrete, "randn_tensor",
@@ -234,12 +240,16 @@ def diffusers_loop(config: dict, steps: int, monkeypatch) -> np.ndarray:
     sched = diffusers_scheduler(config)
     sched.set_timesteps(steps)
     x = torch.from_numpy(noise.tensor(SHAPE)) * sched.init_noise_sigma  # as the pipelines do
+    predicted = []
     for t in sched.timesteps:
         model_input = sched.scale_model_input(x, t)
         uncond, cond = fake_model(model_input, float(t))
         eps = uncond + GUIDANCE * (cond - uncond)
-        x = sched.step(eps, t, x).prev_sample
-    return x.numpy().reshape(-1)
+        out = sched.step(eps, t, x)
+        x = out.prev_sample
+        x0 = getattr(out, "pred_original_sample", None)
+        predicted.append((sched.model_outputs[-1] if x0 is None else x0).numpy().reshape(-1))
+    return x.numpy().reshape(-1), predicted
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -247,12 +257,17 @@ def test_denoising_loop_matches_diffusers(image_page, cases, name, monkeypatch):
     config, _ = cases[name]
     report = []
     for steps in STEPS:
-        got = from_bits(image_page.evaluate(LOOP_JS, [config, steps, SEED, list(SHAPE), GUIDANCE]))
-        want = diffusers_loop(config, steps, monkeypatch)
+        got = image_page.evaluate(LOOP_JS, [config, steps, SEED, list(SHAPE), GUIDANCE])
+        want, want_predicted = diffusers_loop(config, steps, monkeypatch)
         assert np.all(np.isfinite(want)), (name, steps)
-        err = float(np.max(np.abs(got.astype(np.float64) - want)) / np.max(np.abs(want)))
+        err = float(np.max(np.abs(from_bits(got["x"]).astype(np.float64) - want)) / np.max(np.abs(want)))
         report.append(f"{steps}:{err:.1e}")
         assert err <= LOOP_RTOL, (name, steps, err)
+        # What previews decode: the scheduler's predicted clean sample after each step.
+        assert len(got["predicted"]) == len(want_predicted), (name, steps)
+        for i, (bits, x0) in enumerate(zip(got["predicted"], want_predicted)):
+            x0_err = float(np.max(np.abs(from_bits(bits).astype(np.float64) - x0)) / np.max(np.abs(x0)))
+            assert x0_err <= LOOP_RTOL, (name, steps, i, x0_err)
     print(f"\n{name}: max |ts - diffusers| / max |diffusers| by steps: {' '.join(report)}")
 
 

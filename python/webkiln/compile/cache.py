@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from ..hashing import sha256_file
 from ..toolchain.paths import cache_dir
@@ -35,23 +36,32 @@ def library_key(parts: dict) -> str:
     return h.hexdigest()
 
 
-def cached_library(parts: dict, build: Callable[[Path], None]) -> tuple[Path, bool]:
-    """-> (path of the cached library, whether it was reused). `build(path)` writes it."""
+class CachedLibrary(NamedTuple):
+    path: Path
+    reused: bool
+    # What `build` returned, kept next to the library (JSON), e.g. the parameter list a
+    # weights-only rebuild needs without exporting the model again.
+    info: Any
+
+
+def cached_library(parts: dict, build: Callable[[Path], Any]) -> CachedLibrary:
+    """`build(path)` writes the library and may return JSON-serialisable info about it."""
     key = library_key(parts)
     directory = cache_dir() / "libs"
     lib, meta = directory / f"{key}.wasm", directory / f"{key}.json"
     try:
         recorded = json.loads(meta.read_text())
         if lib.stat().st_size == recorded["size"] and sha256_file(lib) == recorded["sha256"]:
-            return lib, True
+            return CachedLibrary(lib, True, recorded.get("info"))
     except (OSError, ValueError, KeyError):
         pass
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
         out = Path(tmp) / "lib.wasm"
-        build(out)
+        info = build(out)
         (Path(tmp) / "meta.json").write_text(json.dumps(
-            {"size": out.stat().st_size, "sha256": sha256_file(out), "parts": parts}, default=str, indent=1))
+            {"size": out.stat().st_size, "sha256": sha256_file(out), "parts": parts, "info": info},
+            default=str, indent=1))
         shutil.move(str(out), lib)
         shutil.move(str(Path(tmp) / "meta.json"), meta)  # written last: marks the entry complete
-    return lib, False
+    return CachedLibrary(lib, False, info)

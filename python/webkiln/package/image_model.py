@@ -553,7 +553,7 @@ def build_image_model(
 
                 build_module(mod, spec.name, path, link_mode)
 
-            lib, reused = cached_library(parts, build)
+            lib, reused, _ = cached_library(parts, build)
             backend_files[plan.name] = f"{plan.name}.wasm"
             shutil.copyfile(lib, staging / backend_files[plan.name])
             progress.done("reused from the compile cache" if reused else f"cached as {lib.name}")

@@ -89,27 +89,35 @@ def build_chat_model(
         from ..models.llm import export
 
         backend_entries: dict[str, dict] = {}
-        params_spec = None
+        params_spec: list[tuple[str, tuple, str]] = []
         for name, dtype in backends:
             progress.stage(f"compiling {name} library")
             spec = get_target("webgpu")
-            mod, params_spec = export(cfg, plan, dtype, spec.tvm_target(), prefill_chunk)
+            # "params" in the key: entries carry the parameter list (older ones did not).
             parts = {"target": spec.name, "config": dataclasses.asdict(cfg), "plan": plan.formats,
-                     "dtype": dtype, "prefill_chunk": prefill_chunk, "link": link_mode.value}
+                     "dtype": dtype, "prefill_chunk": prefill_chunk, "link": link_mode.value,
+                     "info": "params"}
 
-            def build(path: Path, mod=mod) -> None:
+            def build(path: Path, dtype=dtype, spec=spec) -> list:
                 from ..compile.build import build_module
 
+                # Exported only on a cache miss: exporting SmolLM2 takes ~6 s, most of a
+                # weights-only rebuild.
+                mod, params = export(cfg, plan, dtype, spec.tvm_target(), prefill_chunk)
                 build_module(mod, spec.name, path, link_mode)
+                return params
 
-            lib, reused = cached_library(parts, build)
+            lib, reused, params = cached_library(parts, build)
+            params = [(n, tuple(shape), dt) for n, shape, dt in params]  # JSON gave lists
+            if params_spec and params != params_spec:  # one set of shards serves every backend
+                raise RuntimeError(f"the {name} library takes other parameters than {backends[0][0]}")
+            params_spec = params
             wasm_name = f"{name}.wasm"
             shutil.copyfile(lib, staging / wasm_name)
             features = ["shader-f16"] if dtype == "float16" else []
             backend_entries[name] = {"wasm": wasm_name, "required_features": features}
             progress.done("reused from the compile cache" if reused else f"cached as {lib.name}")
 
-        assert params_spec is not None
         progress.stage("converting weights and writing shards")
         records, shards = write_shards(convert_params(source, plan, scheme.activation_dtype, params_spec), staging)
         weight_bytes = sum(s["size"] for s in shards)

@@ -179,8 +179,9 @@ export interface ImagePreview {
   width: number;
   height: number;
   /**
-   * RGBA bytes, row-major (ImageData's layout): the VAE decode of the current latents,
-   * rounded as the final image is. The preview after an image's last step is that image.
+   * RGBA bytes, row-major (ImageData's layout): the VAE decode of the clean latents the
+   * model predicted at this step (the scheduler's pred_original_sample), rounded as the
+   * final image is. The preview after an image's last step is that image.
    * Yours to keep (transferred from the Worker, not shared with the engine).
    */
   rgba: Uint8ClampedArray;

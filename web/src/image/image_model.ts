@@ -95,8 +95,10 @@ export interface ImageGenerateOptions {
   scheduler?: SchedulerKind;
   onStep?: (step: number, total: number) => void;
   /**
-   * A decoded preview of the current latents after every `previewEvery`-th step (default 1),
-   * except the last (the final image is that decode): one VAE call each. Awaited.
+   * A preview after every `previewEvery`-th step (default 1) except the last (the final image
+   * is that one): the VAE decode of the clean latents the model predicted at that step (the
+   * scheduler's pred_original_sample), which shows the picture taking shape rather than
+   * the mostly-noise latents of early steps. One VAE call each. Awaited.
    */
   onPreview?: (step: number, total: number, image: DecodedImage) => void | Promise<void>;
   previewEvery?: number;
@@ -321,11 +323,11 @@ export class ImageModel {
       signal,
       onStep:
         onStep || onPreview
-          ? async (step, total, latents) => {
+          ? async (step, total, _latents, predicted) => {
               onStep?.(step, total);
               if (!onPreview || step === total || step % every !== 0 || signal?.aborted) return;
               const t = performance.now();
-              const image = await this.pipeline.decode(latents);
+              const image = await this.pipeline.decode(predicted);
               previewMs += performance.now() - t;
               if (!signal?.aborted) await onPreview(step, total, image);
             }

@@ -102,11 +102,12 @@ export interface GenerateOptions {
   /** A scheduler kind (built from the model's scheduler config) or a ready Scheduler. */
   scheduler?: SchedulerKind | Scheduler;
   /**
-   * After each step: 1-based step, total steps, and the latents after it (do not modify).
-   * A returned promise is awaited before the next step, e.g. `(s, n, x) => pipe.decode(x).then(show)`
-   * for a decoded preview (costs one VAE call).
+   * After each step: 1-based step, total steps, the latents after it, and the clean latents
+   * the model predicted in that step (the scheduler's predictedOriginal; do not modify either).
+   * A returned promise is awaited before the next step, e.g.
+   * `(s, n, x, x0) => pipe.decode(x0).then(show)` for a preview (costs one VAE call).
    */
-  onStep?: (step: number, total: number, previewLatents: Float32Array) => void | Promise<void>;
+  onStep?: (step: number, total: number, latents: Float32Array, predicted: Float32Array) => void | Promise<void>;
   signal?: AbortSignal;
   /** Decode the final latents (default true). */
   decode?: boolean;
@@ -432,7 +433,7 @@ export class ImagePipeline {
           : (outputs[0] as Float32Array);
         latents = scheduler.step(eps, i, latents, scheduler.needsNoise ? noise : undefined);
         stepMs.push(performance.now() - ts);
-        await onStep?.(i + 1, total, latents);
+        await onStep?.(i + 1, total, latents, scheduler.predictedOriginal ?? latents);
       }
       throwIfAborted(signal, total);
       const t2 = performance.now();

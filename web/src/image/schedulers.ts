@@ -308,6 +308,12 @@ export interface Scheduler {
   scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array;
   /** One denoising step: the sample for step stepIndex + 1 (a new array). */
   step(modelOutput: Float32Array, stepIndex: number, sample: Float32Array, noise?: NoiseSource): Float32Array;
+  /**
+   * The clean sample the model predicted in the last step() (diffusers'
+   * pred_original_sample; DPM-Solver++'s data prediction), or null before the first step.
+   * Previews decode it: early steps' latents are mostly noise, this is what they denoise to.
+   */
+  readonly predictedOriginal: Float32Array | null;
 }
 
 function checkSteps(steps: number): void {
@@ -344,6 +350,7 @@ abstract class EulerBase implements Scheduler {
   abstract readonly needsNoise: boolean;
   timesteps: Float32Array = new Float32Array(0);
   sigmas: Float32Array;
+  predictedOriginal: Float32Array | null = null;
   protected readonly train: TrainSchedule;
   protected readonly spacing: Spacing;
   protected readonly stepsOffset: number;
@@ -453,6 +460,7 @@ export class EulerScheduler extends EulerBase {
     const sigma = this.sigmas[stepIndex] as number;
     const dt = f32((this.sigmas[stepIndex + 1] as number) - sigma);
     const pred = this.predictOriginal(modelOutput, sample, sigma);
+    this.predictedOriginal = pred;
     const out = new Float32Array(sample.length);
     for (let i = 0; i < out.length; i++) {
       const x = sample[i] as number;
@@ -492,6 +500,7 @@ export class EulerAncestralScheduler extends EulerBase {
     const sigmaDown = f32(Math.sqrt(f32(to2 - f32(sigmaUp * sigmaUp))));
     const dt = f32(sigmaDown - sigmaFrom);
     const pred = this.predictOriginal(modelOutput, sample, sigmaFrom);
+    this.predictedOriginal = pred;
     const z = noise.fill(new Float32Array(sample.length));
     const out = new Float32Array(sample.length);
     for (let i = 0; i < out.length; i++) {
@@ -513,6 +522,7 @@ export class DpmSolverMultistepScheduler implements Scheduler {
   readonly initNoiseSigma = 1;
   timesteps: Float32Array = new Float32Array(0);
   sigmas: Float32Array;
+  predictedOriginal: Float32Array | null = null;
   private readonly train: TrainSchedule;
   private readonly order: number;
   private readonly prediction: "epsilon" | "v_prediction" | "sample";
@@ -612,6 +622,7 @@ export class DpmSolverMultistepScheduler implements Scheduler {
   /** Forgets the multistep history (setTimesteps and step 0 do this). */
   reset(): void {
     this.previous = null;
+    this.predictedOriginal = null;
     this.lowerOrderNums = 0;
     this.nextStep = 0;
   }
@@ -633,6 +644,7 @@ export class DpmSolverMultistepScheduler implements Scheduler {
       (this.eulerAtFinal || (this.lowerOrderFinal && count < 15) || this.finalSigmas === "zero");
     // (diffusers' lower_order_second only matters for third order, not implemented)
     const m0 = this.convert(modelOutput, sample, this.sigmas[stepIndex] as number);
+    this.predictedOriginal = m0;
     let out: Float32Array;
     if (this.order === 1 || this.lowerOrderNums < 1 || lowerOrderFinal || this.previous === null) {
       out = this.firstOrder(m0, stepIndex, sample);
