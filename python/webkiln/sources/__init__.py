@@ -30,9 +30,10 @@ __all__ = [
 ]
 
 
-def load_source(spec: str | Path) -> ModelSource | DiffusersPipeline:
+def load_source(spec: str | Path, variant: str | None = None) -> ModelSource | DiffusersPipeline:
     """Load a `.gguf` path, a Hugging Face folder (with config.json) or a Hub id `org/name`;
-    a diffusers pipeline folder (with model_index.json) gives a DiffusersPipeline (an image model).
+    a diffusers pipeline (a folder or Hub repository with model_index.json) gives a
+    DiffusersPipeline (an image model), whose weights may come in a `variant` (e.g. "fp16").
 
     The result is checked: every tensor the architecture needs is there with its shape.
     Raises SourceError, whose message names the file or field and the fix.
@@ -45,14 +46,17 @@ def load_source(spec: str | Path) -> ModelSource | DiffusersPipeline:
         if (path / "model_index.json").is_file():  # a diffusers pipeline: an image model
             from .diffusers_folder import load_diffusers_folder
 
-            return load_diffusers_folder(path)  # checked while loading: every tensor bound by name and shape
+            return load_diffusers_folder(path, variant)  # checked while loading: every tensor bound by name and shape
         if not (path / "config.json").is_file():
             raise SourceError(f"{path}: folder has no config.json; pass a Hugging Face model folder "
                               "(config.json, *.safetensors, tokenizer.json), a diffusers pipeline folder "
                               "(model_index.json, text_encoder/, tokenizer/, unet/, vae/, scheduler/) or a .gguf file.")
         source = load_hf_folder(path)
     elif not path.exists() and looks_like_hub_id(text):
-        source = load_hub(text)
+        loaded = load_hub(text, variant=variant)
+        if not isinstance(loaded, ModelSource):
+            return loaded  # a diffusers pipeline, checked while loading
+        source = loaded
     else:
         raise SourceError(f"{text}: path does not exist. Pass an existing .gguf file, a Hugging Face model folder, "
                           "or a Hugging Face Hub id such as HuggingFaceTB/SmolLM2-135M-Instruct.")

@@ -17,6 +17,8 @@ SourceError naming the file, field or tensor. Nothing is ever written.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,8 +150,10 @@ class DiffusersPipeline:
                       latent_width or size, batch, self.text_encoder.config.max_position_embeddings)
 
 
-def load_diffusers_folder(folder: str | Path, variant: str | None = None) -> DiffusersPipeline:
-    """`variant` (e.g. "fp16") prefers `diffusion_pytorch_model.fp16.safetensors`-style files."""
+def load_diffusers_folder(folder: str | Path, variant: str | None = None, origin: str | None = None,
+                          name: str | None = None) -> DiffusersPipeline:
+    """`variant` (e.g. "fp16") prefers `diffusion_pytorch_model.fp16.safetensors`-style files.
+    `origin` and `name` default to the folder (a Hub download passes the repository's)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SourceError(f"{folder}: not a folder; a diffusers pipeline is a folder with {_LAYOUT}.")
@@ -169,15 +173,15 @@ def load_diffusers_folder(folder: str | Path, variant: str | None = None) -> Dif
     scheduler = _read_json(scheduler_path)
     tokenizer, tokenizer_files = _tokenizer(folder / "tokenizer")
     components = {}
-    for name, cfg, raw in (("text_encoder", text_cfg, text_cfg_raw), ("unet", unet_cfg, unet_cfg_raw),
+    for part, cfg, raw in (("text_encoder", text_cfg, text_cfg_raw), ("unet", unet_cfg, unet_cfg_raw),
                            ("vae", vae_cfg, vae_cfg_raw)):
-        components[name] = _component(folder / name, name, cfg, raw, variant)
+        components[part] = _component(folder / part, part, cfg, raw, variant)
     files = [folder / "model_index.json", scheduler_path, *tokenizer_files]
     for component in components.values():
         files += [component.folder / "config.json", *component.weight_files]
     return DiffusersPipeline(
-        origin=str(folder),
-        name=folder.resolve().name,
+        origin=origin or str(folder),
+        name=name or folder.resolve().name,
         pipeline_class=str(model_index.get("_class_name", "StableDiffusionPipeline")),
         model_index=model_index,
         tokenizer=tokenizer,
@@ -285,22 +289,66 @@ def _tokenizer(folder: Path) -> tuple[ClipTokenizerFiles, list[Path]]:
 # --- weights -------------------------------------------------------------------------
 
 
-def _weight_files(folder: Path, component: str, variant: str | None) -> tuple[list[Path], dict[str, SourceTensor]]:
+def _weight_candidates(component: str, variant: str | None) -> Iterator[tuple[str, str]]:
+    """(kind, file name) of a component's weights, most preferred first: the variant's files
+    (`model.fp16.safetensors`), then the plain ones; safetensors, sharded safetensors, `.bin`.
+    One order for local folders and for choosing what to download from the Hub."""
     st_stem, bin_stem = _WEIGHT_STEMS[component]
-    suffixes = ([f".{variant}"] if variant else []) + [""]
-    for suffix in suffixes:
-        single = folder / f"{st_stem}{suffix}.safetensors"
-        index = folder / f"{st_stem}{suffix}.safetensors.index.json"
-        if single.is_file():
-            return [single], _safetensors_tensors({single: None})
-        if index.is_file():
-            shards = _shards(index)
-            return [index, *shards], _safetensors_tensors(shards)
-        binary = folder / f"{bin_stem}{suffix}.bin"
-        if binary.is_file():
-            return [binary], _bin_tensors(binary)
+    for suffix in ([f".{variant}"] if variant else []) + [""]:
+        yield "single", f"{st_stem}{suffix}.safetensors"
+        yield "index", f"{st_stem}{suffix}.safetensors.index.json"
+        yield "bin", f"{bin_stem}{suffix}.bin"
+
+
+def _weight_files(folder: Path, component: str, variant: str | None) -> tuple[list[Path], dict[str, SourceTensor]]:
+    for kind, file_name in _weight_candidates(component, variant):
+        path = folder / file_name
+        if not path.is_file():
+            continue
+        if kind == "single":
+            return [path], _safetensors_tensors({path: None})
+        if kind == "index":
+            shards = _shards(path)
+            return [path, *shards], _safetensors_tensors(shards)
+        return [path], _bin_tensors(path)
+    st_stem, bin_stem = _WEIGHT_STEMS[component]
     raise SourceError(f"{folder}: no weights; expected {st_stem}.safetensors (or a sharded "
                       f"{st_stem}.safetensors.index.json, or {bin_stem}.bin) in {component}/.")
+
+
+def hub_files(repo_id: str, repo_files: Iterable[str], variant: str | None = None) -> list[str]:
+    """The files of a Hub repository in the diffusers layout that `load_diffusers_folder` reads:
+    model_index.json, the scheduler and tokenizer files, each component's config.json and one set
+    of its weights (the order of `_weight_candidates`). Not the rest: a Stable Diffusion repository
+    also holds whole-pipeline checkpoints (`v1-5-pruned.safetensors`, several GB), other weight
+    formats and variants, a safety checker, ONNX and Flax exports.
+    SourceError, before anything is downloaded, when a component is missing."""
+    names = set(repo_files)
+    chosen = ["model_index.json"]
+    for sub in ("scheduler", "tokenizer"):
+        files = sorted(n for n in names if n.startswith(f"{sub}/") and n.count("/") == 1
+                       and n.endswith((".json", ".txt")))
+        if not files:
+            raise SourceError(f"{repo_id}: the Hub repository has no {sub}/ files; a diffusers pipeline needs "
+                              f"{_LAYOUT}.")
+        chosen += files
+    for component in ("text_encoder", "unet", "vae"):
+        if f"{component}/config.json" not in names:
+            raise SourceError(f"{repo_id}: the Hub repository has no {component}/config.json; a diffusers "
+                              f"pipeline needs {_LAYOUT}.")
+        chosen.append(f"{component}/config.json")
+        for kind, file_name in _weight_candidates(component, variant):
+            path = f"{component}/{file_name}"
+            if path in names:
+                chosen.append(path)
+                if kind == "index":  # its shards: <stem>-00001-of-00002.safetensors
+                    stem = re.escape(path[: -len(".safetensors.index.json")])
+                    chosen += sorted(n for n in names if re.fullmatch(stem + r"-\d+-of-\d+\.safetensors", n))
+                break
+        else:
+            raise SourceError(f"{repo_id}: the Hub repository has no weights for {component}/ (expected "
+                              f"{component}/{next(_weight_candidates(component, None))[1]} or a .bin).")
+    return chosen
 
 
 def _safetensors_tensors(files: dict[Path, list[str] | None]) -> dict[str, SourceTensor]:

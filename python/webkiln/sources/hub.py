@@ -1,14 +1,19 @@
-"""Download a Hugging Face Hub model (`org/name`) into the local Hub cache and load it as a folder."""
+"""Download a Hugging Face Hub model (`org/name`) into the local Hub cache and load it as a folder:
+a chat model (config.json) or a diffusers pipeline (model_index.json)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .base import ModelSource, SourceError
 from .hf_folder import load_hf_folder
 
-# Only what a folder load reads: configs, tokenizer files, chat template, safetensors.
+if TYPE_CHECKING:
+    from .diffusers_folder import DiffusersPipeline
+
+# Only what a chat-model folder load reads: configs, tokenizer files, chat template, safetensors.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.jinja"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -18,12 +23,33 @@ def looks_like_hub_id(spec: str) -> bool:
     return bool(_HUB_ID.match(spec)) and not spec.lower().endswith(".gguf") and ".." not in spec
 
 
-def download_hub(repo_id: str, revision: str | None = None, endpoint: str | None = None) -> Path:
-    from huggingface_hub import snapshot_download
+def download_hub(repo_id: str, revision: str | None = None, endpoint: str | None = None,
+                 variant: str | None = None) -> Path:
+    """The repository's file list decides what is fetched: a diffusers pipeline gets exactly the
+    files its loader reads (`diffusers_folder.hub_files`), anything else ALLOW_PATTERNS. When the
+    Hub cannot be reached, a snapshot already in the local Hub cache is used."""
+    from huggingface_hub import HfApi, snapshot_download, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
+    from .diffusers_folder import hub_files
+
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=ALLOW_PATTERNS, endpoint=endpoint)
+        try:
+            info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision)
+        except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError):
+            raise
+        except Exception as error:  # unreachable or HF_HUB_OFFLINE: the local cache, if it has the model
+            # (the Hub client moves only complete files into a snapshot; a missing one is the loader's error)
+            for marker in ("model_index.json", "config.json"):
+                cached = try_to_load_from_cache(repo_id, marker, revision=revision)
+                if isinstance(cached, str):
+                    return Path(cached).parent
+            raise error
+        files = [sibling.rfilename for sibling in info.siblings or []]
+        patterns = hub_files(repo_id, files, variant) if "model_index.json" in files else ALLOW_PATTERNS
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns, endpoint=endpoint)
+    except SourceError:
+        raise
     except GatedRepoError:
         raise SourceError(f"{repo_id}: the Hugging Face Hub repository is gated; accept its terms on the Hub and "
                           "log in (`hf auth login`), or pass a local folder or .gguf path instead.") from None
@@ -41,9 +67,15 @@ def download_hub(repo_id: str, revision: str | None = None, endpoint: str | None
     return Path(folder)
 
 
-def load_hub(repo_id: str, revision: str | None = None, endpoint: str | None = None) -> ModelSource:
-    folder = download_hub(repo_id, revision=revision, endpoint=endpoint)
+def load_hub(repo_id: str, revision: str | None = None, endpoint: str | None = None,
+             variant: str | None = None) -> ModelSource | DiffusersPipeline:
+    folder = download_hub(repo_id, revision=revision, endpoint=endpoint, variant=variant)
+    if (folder / "model_index.json").is_file():
+        from .diffusers_folder import load_diffusers_folder
+
+        return load_diffusers_folder(folder, variant, origin=repo_id, name=repo_id.split("/")[-1])
     if not (folder / "config.json").is_file():
-        raise SourceError(f"{repo_id}: the repository has no config.json (is it a GGUF-only repository? then "
-                          "download the .gguf file and pass its path).")
+        raise SourceError(f"{repo_id}: the repository has neither config.json (a chat model) nor "
+                          "model_index.json (a diffusers pipeline); is it a GGUF-only repository? Then download "
+                          "the .gguf file and pass its path.")
     return load_hf_folder(folder, kind="hub", origin=repo_id)
