@@ -27,7 +27,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from test_diffusion_native import SD15_UNET, make_tiny_pipeline, write_clip_tokenizer
+from test_diffusion_native import SD15_UNET, SD21_UNET, SD21_UNET_PARAMS, make_tiny_pipeline, write_clip_tokenizer
 from webkiln.cli import build_web_main
 from webkiln.package.shards import MAX_SHARD_BYTES
 from webkiln.sources import load_source
@@ -377,19 +377,20 @@ def _sparse_safetensors(path: Path, shapes: dict[str, tuple[int, ...]]) -> int:
     return offset
 
 
-@pytest.fixture(scope="module")
-def sd15(tmp_path_factory) -> Path:
+def _random_sd_folder(folder: Path, unet: dict, text: dict, scheduler: dict) -> Path:
+    """A diffusers folder with these public configs and sparse random-free weights; the
+    text encoder's and UNet's parameter counts as transformers / diffusers give them are
+    written to counts.json for the tests to compare with ours."""
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    folder = tmp_path_factory.mktemp("sd15") / "sd15-random"
     strip = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}
     with init_empty_weights():  # names and shapes only
-        models = {"unet": UNet2DConditionModel.from_config(strip(SD15_UNET)),
+        models = {"unet": UNet2DConditionModel.from_config(strip(unet)),
                   "vae": AutoencoderKL.from_config(strip(SD15_VAE)),
-                  "text_encoder": CLIPTextModel(CLIPTextConfig(**SD15_TEXT))}
-    configs = {"unet": SD15_UNET, "vae": SD15_VAE, "text_encoder": SD15_TEXT}
+                  "text_encoder": CLIPTextModel(CLIPTextConfig(**text))}
+    configs = {"unet": unet, "vae": SD15_VAE, "text_encoder": text}
     total = 0
     for name, model in models.items():
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if v.is_floating_point()}
@@ -398,10 +399,17 @@ def sd15(tmp_path_factory) -> Path:
         (folder / name / "config.json").write_text(json.dumps(configs[name]))
     assert total > 4_000_000_000  # f32 text encoder + UNet + full VAE
     (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER))
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler))
     write_clip_tokenizer(folder / "tokenizer")
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    (folder / "counts.json").write_text(json.dumps(
+        {name: sum(p.numel() for p in models[name].parameters()) for name in ("unet", "text_encoder")}))
     return folder
+
+
+@pytest.fixture(scope="module")
+def sd15(tmp_path_factory) -> Path:
+    return _random_sd_folder(tmp_path_factory.mktemp("sd15") / "sd15-random", SD15_UNET, SD15_TEXT, SD15_SCHEDULER)
 
 
 def test_sd15_impossible_binding_limit_fails_naming_the_tensor(sd15, tmp_path, capsys):
@@ -460,3 +468,61 @@ def test_sd15_plan_f16_at_512_fits_the_default_128_mib_bindings(sd15, tmp_path, 
     assert f32["weights_bytes"] == 4 * sum(n_params.values())
     assert 0.5 * f32["weights_bytes"] < f16["weights_bytes"] < 0.51 * f32["weights_bytes"]  # norms stay f32
     assert m["memory"] == f16 and f16["total_bytes"] < 4 * 2**30
+
+
+# --- SD 2.1 (768x768, v-prediction) and SD-Turbo (SD 2.1 base at 512x512), plan only ------------
+
+# OpenCLIP ViT-H/14's text tower as SD 2.x ships it (transformers' CLIPTextModel).
+SD2_TEXT = {**SD15_TEXT, "hidden_act": "gelu", "hidden_size": 1024, "intermediate_size": 4096,
+            "num_attention_heads": 16, "num_hidden_layers": 23, "projection_dim": 512}
+SD21_SCHEDULER = {**SD15_SCHEDULER, "_class_name": "DDIMScheduler", "prediction_type": "v_prediction"}
+TURBO_SCHEDULER = {"_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                   "beta_start": 0.00085, "num_train_timesteps": 1000, "prediction_type": "epsilon",
+                   "steps_offset": 1, "timestep_spacing": "trailing", "trained_betas": None, "clip_sample": False,
+                   "set_alpha_to_one": False, "interpolation_type": "linear", "use_karras_sigmas": False}
+SD2_CASES = {  # name: (UNet config, scheduler, pixels, turbo)
+    "sd21-random": ({**SD21_UNET}, SD21_SCHEDULER, 768, False),
+    "sd-turbo-random": ({**SD21_UNET, "sample_size": 64}, TURBO_SCHEDULER, 512, True),
+}
+
+
+@pytest.mark.parametrize("name", list(SD2_CASES))
+def test_sd2_and_turbo_plans_fit_the_default_128_mib_bindings(name, tmp_path, capsys):
+    """SD 2.1 at 768x768 (96x96 latents: 9216-token self-attention, [2, 5, 9216, 9216] f32 scores are
+    3.2 GiB whole) and SD-Turbo (its name turns on the Turbo defaults: one step, no guidance,
+    a batch-1 UNet) build plans whose every binding is within 128 MiB, for f16 and f32, with
+    diffusers' / transformers' parameter counts."""
+    from webkiln.models.diffusion.params import param_specs, parameter_count
+
+    unet, scheduler, pixels, turbo = SD2_CASES[name]
+    folder = _random_sd_folder(tmp_path / name, unet, SD2_TEXT, scheduler)
+    plan_file = tmp_path / "plan.json"
+    code, log, err = _cli(capsys, "--model", str(folder), "--plan-only", str(plan_file), "--out", str(tmp_path / "m"))
+    assert code == 0, err
+    print(log)
+    m = json.loads(plan_file.read_text())
+    loaded = load_source(folder)
+    counts = json.loads((folder / "counts.json").read_text())
+    for component in ("unet", "text_encoder"):
+        assert parameter_count(param_specs(component, loaded.components[component].config)) == counts[component]
+    assert counts["unet"] == SD21_UNET_PARAMS
+    assert m["image"]["width"] == m["image"]["height"] == pixels and m["image"]["latent_width"] == pixels // 8
+    assert m["components"]["text_encoder"]["output"]["shape"][-1] == 1024
+    assert m["scheduler"]["prediction_type"] == scheduler["prediction_type"]
+    assert m["generation"]["turbo"] is turbo and m["components"]["unet"]["batch"] == (1 if turbo else 2)
+    if turbo:
+        assert m["generation"]["steps"] == 1 and m["generation"]["guidance_scale"] == 0
+        assert m["scheduler"]["timestep_spacing"] == "trailing"
+    assert list(m["backends"]) == ["webgpu-f32", "webgpu-f16"]
+    for backend in m["backends"].values():
+        limit = backend["required_limits"]["maxStorageBufferBindingSize"]
+        records = m["tensors"][backend["tensors"]]["records"]
+        assert limit <= 128 * MIB
+        assert max(r["nbytes"] for r in records) <= limit
+        assert max(a["bytes"] for a in backend["largest_activations"].values()) <= limit
+        memory = backend["memory"]
+        assert memory["weights_bytes"] == sum(r["nbytes"] for r in records)
+        assert memory["total_bytes"] == memory["weights_bytes"] + memory["activations_bytes"]
+    f32 = m["backends"]["webgpu-f32"]["memory"]
+    assert f32["weights_bytes"] == 4 * sum(parameter_count(param_specs(c, loaded.components[c].config))
+                                           for c in loaded.components)

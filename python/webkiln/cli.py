@@ -221,7 +221,7 @@ def _build_image(args: argparse.Namespace, pipeline, link_mode) -> int:
     if args.plan_only is not None:
         m = result
         print(f"[webkiln] plan for {m['id']}: {m['image']['width']}x{m['image']['height']} pixels, "
-              f"{m['generation']['steps']} steps, guidance {m['generation']['guidance_scale']}")
+              f"{m['generation']['steps']} step{'s' if m['generation']['steps'] != 1 else ''}, guidance {m['generation']['guidance_scale']}")
         for name, backend in m["backends"].items():
             mem = backend["memory"]
             print(f"  {name}: largest binding {backend['required_limits']['maxStorageBufferBindingSize'] / 2**20:.1f}"

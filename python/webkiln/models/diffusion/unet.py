@@ -21,6 +21,7 @@ from tvm.relax.frontend.nn import op
 
 from .config import UNetConfig
 from .layers import (
+    ACTIVATION_BYTES,
     Conv2d,
     Downsample2D,
     Empty,
@@ -29,7 +30,10 @@ from .layers import (
     Linear,
     ResnetBlock2D,
     Upsample2D,
+    _concat,
     _f32,
+    _pieces,
+    _split,
     _to,
     attention,
     from_tokens,
@@ -68,11 +72,21 @@ class GEGLU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, dtype: str) -> None:
+    """GEGLU then a linear, token by token. When the GEGLU projection of all tokens
+    ([B, S, 8 * dim]: 180 MiB in f32 for SD 2.1's first level at 768x768) would be over
+    `max_binding`, the tokens go through in chunks whose projection fits (the same numbers)."""
+
+    def __init__(self, dim: int, dtype: str, max_binding: int | None = None) -> None:
         self.net = nn.ModuleList([GEGLU(dim, dim * 4, dtype), Empty(), Linear(dim * 4, dim, dtype=dtype)])
+        self.dim, self.max_binding = dim, max_binding
 
     def forward(self, x):
-        return self.net[2](self.net[0](x))
+        b, s, _ = (int(d) for d in x.shape)
+        token_bytes = b * 8 * self.dim * ACTIVATION_BYTES[str(x.dtype)]  # one token's projection, whole batch
+        if self.max_binding is None or s * token_bytes <= self.max_binding:
+            return self.net[2](self.net[0](x))
+        chunks = _pieces(s, max(1, self.max_binding // token_bytes))
+        return _concat([self.net[2](self.net[0](part)) for part in _split(x, chunks, 1)], 1)
 
 
 class BasicTransformerBlock(nn.Module):
@@ -82,7 +96,7 @@ class BasicTransformerBlock(nn.Module):
         self.norm2 = LayerNorm(dim, BLOCK_NORM_EPS)
         self.attn2 = Attention(dim, cross_dim, heads, dtype, max_binding)
         self.norm3 = LayerNorm(dim, BLOCK_NORM_EPS)
-        self.ff = FeedForward(dim, dtype)
+        self.ff = FeedForward(dim, dtype, max_binding)
 
     def forward(self, x, context):
         x = x + self.attn1(self.norm1(x))
