@@ -7,8 +7,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 log() { echo "[setup] $*"; }
 
-# System packages: emscripten + LLVM (pinned in python/webkiln/toolchain/pins.py) and Chromium.
+# System packages: emscripten + LLVM (pinned in python/webkiln/toolchain/pins.py), Chromium, and
+# Mesa's EGL/OpenGL ES (Dawn's OpenGL ES backend in Node: the --node-dawn runner without a GPU).
 apt_packages="$(python3 -c 'exec(open("python/webkiln/toolchain/pins.py").read()); print(" ".join(APT_PACKAGES))') chromium"
+apt_packages="$apt_packages libegl1 libegl-mesa0 libgles2 libgl1-mesa-dri"
 missing=""
 for pkg in $apt_packages; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

@@ -72,9 +72,42 @@ def _passes(image: np.ndarray, prompt: str) -> bool:
     return verdict["colour_ok"] and verdict["position_ok"]
 
 
-def test_default_image_model_in_the_browser_matches_diffusers_and_passes_the_check(browser, site):
+@pytest.fixture(scope="module")
+def pipe():
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
+    pipe = StableDiffusionPipeline.from_pretrained(str(IMAGE_MODEL_DIR), torch_dtype=torch.float32, local_files_only=True)
+    # The folder's own scheduler (Euler, trailing, v-prediction), as saved: what the manifest carries.
+    assert isinstance(pipe.scheduler, EulerDiscreteScheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _matches_diffusers_and_passes(pipe, runs: list[tuple[str, dict]], where: str) -> None:
+    """runs: (b64 PNG, usage.extra) per prompt of PROMPTS, seeds 0, 1, 2."""
+    ours_ok, reference_ok = [], []
+    for i, (prompt, (b64, extra)) in enumerate(zip(PROMPTS, runs, strict=True)):
+        print(f"{where}: encode {extra['encode_ms']:.0f} ms, steps {[round(ms) for ms in extra['step_ms']]} ms, "
+              f"decode {extra['decode_ms']:.0f} ms")
+        ours = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"), dtype=np.int32)
+        ref = _reference(pipe, prompt, i)
+        err = np.abs(ours - ref)
+        print(f"{prompt}: max |{where} - diffusers| {err.max()}, mean {err.mean():.3f}")
+        # f32 on both sides: the images differ by rounding only (measured: at most 1 of 255).
+        assert err.max() <= 2, (prompt, err.max(), err.mean())
+        ours_ok.append(_passes(ours, prompt))
+        reference_ok.append(_passes(ref, prompt))
+    print(f"prompt check passed: {where} {ours_ok}, diffusers {reference_ok}")
+    assert ours_ok == reference_ok
+    readme = (IMAGE_MODEL_DIR / "README.md").read_text()
+    quick = re.search(r"prompt check \(test\): colour (\d+)%, position (\d+)%, both (\d+)%", readme)
+    assert quick, "the model's README reports its prompt-check rates"
+    # Most prompts of the check pass (the README's rate, within one prompt of these three).
+    assert sum(ours_ok) / len(PROMPTS) >= min(int(quick[3]) / 100, 1.0) - 1 / 3 - 1e-9
+    assert sum(ours_ok) >= 2
+
+
+def test_default_image_model_in_the_browser_matches_diffusers_and_passes_the_check(browser, site, pipe):
     with LiveServer(site) as server:
         context = browser.new_context()
         page = context.new_page()
@@ -97,28 +130,17 @@ def test_default_image_model_in_the_browser_matches_diffusers_and_passes_the_che
         }""", [PROMPTS, STEPS, GUIDANCE])
         context.close()
     assert errors == []
+    _matches_diffusers_and_passes(pipe, runs, "browser")
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(IMAGE_MODEL_DIR), torch_dtype=torch.float32, local_files_only=True)
-    # The folder's own scheduler (Euler, trailing, v-prediction), as saved: what the manifest carries.
-    assert isinstance(pipe.scheduler, EulerDiscreteScheduler)
-    pipe.set_progress_bar_config(disable=True)
-    browser_ok, reference_ok = [], []
-    for i, (prompt, (b64, extra)) in enumerate(zip(PROMPTS, runs)):
-        print(f"browser: encode {extra['encode_ms']:.0f} ms, steps {[round(ms) for ms in extra['step_ms']]} ms, "
-              f"decode {extra['decode_ms']:.0f} ms")
-        ours = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"), dtype=np.int32)
-        ref = _reference(pipe, prompt, i)
-        err = np.abs(ours - ref)
-        print(f"{prompt}: max |browser - diffusers| {err.max()}, mean {err.mean():.3f}")
-        # f32 on both sides: the images differ by rounding only (measured: at most 1 of 255).
-        assert err.max() <= 2, (prompt, err.max(), err.mean())
-        browser_ok.append(_passes(ours, prompt))
-        reference_ok.append(_passes(ref, prompt))
-    print(f"prompt check passed: browser {browser_ok}, diffusers {reference_ok}")
-    assert browser_ok == reference_ok
-    readme = (IMAGE_MODEL_DIR / "README.md").read_text()
-    quick = re.search(r"prompt check \(test\): colour (\d+)%, position (\d+)%, both (\d+)%", readme)
-    assert quick, "the model's README reports its prompt-check rates"
-    # Most prompts of the check pass (the README's rate, within one prompt of these three).
-    assert sum(browser_ok) / len(PROMPTS) >= min(int(quick[3]) / 100, 1.0) - 1 / 3 - 1e-9
-    assert sum(browser_ok) >= 2
+
+def test_default_image_model_on_node_dawn_matches_diffusers_and_passes_the_check(site, pipe):
+    """The same engine and .wasm in Node on Dawn (npm `webgpu`; the runner of `webkiln bench-image
+    --node-dawn`, the route to a GPU machine without a browser). Here it is Dawn's OpenGL ES
+    backend on Mesa's llvmpipe: a second WebGPU implementation besides Chromium's SwiftShader."""
+    from webkiln.bench_image import run_node_dawn
+
+    out = run_node_dawn(site, "models/shapes-t2i-f32/manifest.json", PROMPTS, list(range(len(PROMPTS))),
+                        {"steps": STEPS, "guidance_scale": GUIDANCE, "scheduler": "euler"}, timeout=1200)
+    print(f"Node + Dawn adapter: {out['adapter']} ({out['dawn']})")
+    assert out["loaded"] == {"id": "shapes-t2i-f32", "backend": "webgpu-f32"}
+    _matches_diffusers_and_passes(pipe, [(r["png"], r["extra"]) for r in out["runs"]], "node-dawn")

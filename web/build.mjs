@@ -41,3 +41,23 @@ await build({
   outfile: path.join(here, "../site/sw.js"),
   format: "iife",
 });
+
+// Node on Dawn (npm `webgpu`, a native addon kept external): the image benchmark's runner for
+// machines with a GPU but no browser (webkiln bench-image --node-dawn). tvmjs's and the
+// tokenizer's Node branches use require() and __filename, which an ES module defines itself.
+await build({
+  ...common,
+  platform: "node",
+  target: "node20",
+  external: ["webgpu", "ws"], // ws: tvmjs RPC only
+  entryPoints: { "bench-image-node": path.join(here, "src/node/bench_image.ts") },
+  outdir: path.join(here, "dist"),
+  outExtension: { ".js": ".mjs" },
+  format: "esm",
+  banner: {
+    js:
+      'import { createRequire } from "node:module"; import { fileURLToPath as __toPath } from "node:url"; ' +
+      "const require = createRequire(import.meta.url); const __filename = __toPath(import.meta.url); " +
+      'const __dirname = __filename.replace(/[\\/][^\\/]*$/, "");',
+  },
+});

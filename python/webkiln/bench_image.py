@@ -3,7 +3,8 @@
 images.generate) and on the CPU with diffusers (PyTorch), measured side by side in one run.
 
 What is measured (see BENCHMARKS.md for results and caveats):
-  build      build_web --model default-image --quantization f32 into a temporary site
+  build      build_web --model default-image --quantization f32 (or --quantization f16: the
+             f16 library too, which the engine takes where the device has shader-f16) into a temporary site
              (the compile cache as the machine has it: the log says whether the library
              was compiled or reused).
   load       engine.loadModel() in a fresh Chromium profile (network from the local dev
@@ -15,6 +16,11 @@ What is measured (see BENCHMARKS.md for results and caveats):
              seconds per image, per denoising step (one UNet call on a batch of 2 for
              classifier-free guidance, plus the scheduler on the CPU), text encoding and
              VAE decode, from the engine's usage.extra timings.
+  node-dawn  (--node-dawn) the same engine and .wasm in Node on Dawn (npm `webgpu`,
+             web/src/node/bench_image.ts): load, first and warm images as above. Dawn's
+             Vulkan backend where there is a Vulkan GPU, else its OpenGL ES backend (on a
+             machine without a GPU: Mesa's llvmpipe, CPU rendering). --no-browser leaves
+             Chromium out (a GPU machine without a browser).
   reference  diffusers' StableDiffusionPipeline (PyTorch, CPU, float32, --threads
              threads) on the same prompts, steps, guidance and scheduler: seconds per
              image and per step (step boundaries from callback_on_step_end).
@@ -67,18 +73,18 @@ _GENERATE_JS = """async ([model, prompts, seeds, first]) => {
 }"""
 
 
-def bench_build(models_dir: Path) -> tuple[dict, Path]:
+def bench_build(models_dir: Path, quantization: str = "f32") -> tuple[dict, Path]:
     from .cli import build_web_main
 
     started = time.perf_counter()
-    code = build_web_main(["--model", "default-image", "--quantization", "f32", "--fast-link",
+    code = build_web_main(["--model", "default-image", "--quantization", quantization, "--fast-link",
                            "--out", str(models_dir)])
     seconds = time.perf_counter() - started
     if code != 0:
         raise RuntimeError("build_web --model default-image failed")
     (model_dir,) = [p for p in models_dir.iterdir() if (p / "manifest.json").is_file()]
     _log(f"build: {seconds:.1f} s -> {model_dir.name}")
-    return {"seconds": seconds, "link": "fast"}, model_dir
+    return {"seconds": seconds, "link": "fast", "quantization": quantization}, model_dir
 
 
 def _judge_png(b64: str, prompt: str) -> dict:
@@ -120,16 +126,19 @@ def bench_browser(site: Path, model_id: str, prompts: list[str], executable: str
     finally:
         shutil.rmtree(profile, ignore_errors=True)
 
-    runs = warm["runs"]
+    return {"user_agent": user_agent, "adapter": adapter,
+            **_summarize(first["loaded"], first["loadMillis"], first["runs"][0], warm["runs"], prompts)}
+
+
+def _summarize(loaded: dict, load_ms: float, first: dict, runs: list[dict], prompts: list[str]) -> dict:
+    """One side's numbers from its engine runs ({wallMillis, extra: usage.extra, png})."""
     extra0 = runs[0]["extra"]
     step_ms = [ms for r in runs for ms in r["extra"]["step_ms"]]
     return {
-        "user_agent": user_agent,
-        "adapter": adapter,
-        "backend": first["loaded"]["backend"],
-        "load_seconds": first["loadMillis"] / 1000,
-        "first_image_seconds": first["runs"][0]["wallMillis"] / 1000,
-        "first_image_step_ms": first["runs"][0]["extra"]["step_ms"],
+        "backend": loaded["backend"],
+        "load_seconds": load_ms / 1000,
+        "first_image_seconds": first["wallMillis"] / 1000,
+        "first_image_step_ms": first["extra"]["step_ms"],
         "steps": extra0["steps"],
         "guidance_scale": extra0["guidance_scale"],
         "scheduler": extra0["scheduler"],
@@ -141,6 +150,55 @@ def bench_browser(site: Path, model_id: str, prompts: list[str], executable: str
         "decode_seconds_median": statistics.median(r["extra"]["decode_ms"] for r in runs) / 1000,
         "judged": [_judge_png(r["png"], prompt) for r, prompt in zip(runs, prompts)],
     }
+
+
+# --- Node + Dawn ------------------------------------------------------------------------------
+
+NODE_RUNNER = REPO / "web" / "dist" / "bench-image-node.mjs"
+# Tried in order: a real GPU through Vulkan; else OpenGL ES (compatibility mode), which on a
+# machine without a GPU is Mesa's llvmpipe.
+DAWN_ADAPTERS = [{"dawn": ["backend=vulkan"], "featureLevel": "core"},
+                 {"dawn": ["backend=opengles"], "featureLevel": "compatibility"}]
+
+
+def run_node_dawn(site: Path, manifest: str, prompts: list[str], seeds: list[int], options: dict | None = None,
+                  adapters: list[dict] | None = None, timeout: float = TIMEOUT_MS / 1000) -> dict:
+    """images.generate for each prompt in one Node process on Dawn (web/src/node/bench_image.ts),
+    the site served by the dev server; `manifest` is relative to the site. Its progress goes to
+    stderr as it runs; returns the runner's JSON ({adapter, dawn, loaded, loadMillis, runs})."""
+    import subprocess
+
+    if not NODE_RUNNER.is_file():
+        raise ValueError(f"{NODE_RUNNER} is missing: run `cd web && node build.mjs` first")
+    env = dict(os.environ)
+    env.setdefault("EGL_PLATFORM", "surfaceless")  # headless EGL for the OpenGL ES backend
+    env.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+    with _serve(site) as url:
+        request = {"baseUrl": f"{url}/", "model": manifest, "prompts": prompts, "seeds": seeds,
+                   "options": options or {}, "adapters": adapters or DAWN_ADAPTERS}
+        proc = subprocess.run(["node", str(NODE_RUNNER)], input=json.dumps(request), stdout=subprocess.PIPE,
+                              text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the Node + Dawn runner failed (exit {proc.returncode}); its messages are above")
+    return json.loads(proc.stdout)
+
+
+def bench_node_dawn(site: Path, model_id: str, prompts: list[str]) -> dict:
+    _log("Node + Dawn: load, first image, warm images...")
+    out = run_node_dawn(site, f"models/{model_id}/manifest.json", prompts[:1] + prompts,
+                        [0] + list(range(len(prompts))))
+    first, *runs = out["runs"]
+    return {"node": _node_version(), "dawn": out["dawn"], "adapter": out["adapter"],
+            **_summarize(out["loaded"], out["loadMillis"], first, runs, prompts)}
+
+
+def _node_version() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def bench_reference(model_dir: Path, prompts: list[str], steps: int, guidance: float, threads: int) -> dict:
@@ -185,51 +243,75 @@ def bench_reference(model_dir: Path, prompts: list[str], steps: int, guidance: f
     }
 
 
+SIDES = {"browser": "browser", "node_dawn": "Node + Dawn"}
+
+
 def table(results: dict) -> str:
-    b, r, ratio = results["browser"], results["reference"], results["ratios"]
-    rows = [
-        ("build (f32, fast link)", _fmt(results["build"]["seconds"], " s"), ""),
-        ("browser load", _fmt(b["load_seconds"], " s"), f"backend {b['backend']}"),
-        ("first image after load", _fmt(b["first_image_seconds"], " s"), "includes compiling every pipeline"),
-        (f"image, {b['steps']} steps, {b['size']}", "", f"guidance {b['guidance_scale']}, {b['scheduler']}"),
-        ("  browser", _fmt(b["image_seconds_median"], " s"), f"median of {len(b['image_seconds'])}"),
-        ("  diffusers CPU", _fmt(r["image_seconds_median"], " s"), f"median of {len(r['image_seconds'])}"),
-        ("  browser/diffusers", _fmt(ratio["image"]), "time ratio (>1: browser slower)"),
-        ("denoising step", "", "UNet on a batch of 2 (guidance) + scheduler"),
-        ("  browser", _fmt(b["step_seconds_median"] * 1000, " ms"), "median"),
-        ("  diffusers CPU", _fmt(r["step_seconds_median"] * 1000, " ms"), "median"),
-        ("  browser/diffusers", _fmt(ratio["step"]), ""),
-        ("text encode / VAE decode (browser)", f"{_fmt(b['encode_seconds_median'] * 1000)}/{_fmt(b['decode_seconds_median'] * 1000)} ms", ""),
-        ("prompt check passed (both)", f"{results['judge']['browser']}/{results['judge']['reference']}", "browser / diffusers"),
-    ]
+    r = results["reference"]
+    sides = {key: results[key] for key in SIDES if results.get(key)}
+    any_side = next(iter(sides.values()))
+    build = results["build"]
+    rows = [(f"build ({build.get('quantization', 'f32')}, fast link)", _fmt(build["seconds"], " s"), "")]
+    for key, side in sides.items():
+        rows += [(f"{SIDES[key]} load", _fmt(side["load_seconds"], " s"), f"backend {side['backend']}"),
+                 (f"{SIDES[key]} first image after load", _fmt(side["first_image_seconds"], " s"),
+                  "includes compiling every pipeline")]
+    rows.append((f"image, {any_side['steps']} steps, {any_side['size']}", "",
+                 f"guidance {any_side['guidance_scale']}, {any_side['scheduler']}"))
+    for key, side in sides.items():
+        rows.append((f"  {SIDES[key]}", _fmt(side["image_seconds_median"], " s"), f"median of {len(side['image_seconds'])}"))
+    rows.append(("  diffusers CPU", _fmt(r["image_seconds_median"], " s"), f"median of {len(r['image_seconds'])}"))
+    for key in sides:
+        rows.append((f"  {SIDES[key]}/diffusers", _fmt(results["ratios"][key]["image"]), "time ratio (>1: slower)"))
+    rows.append(("denoising step", "", "UNet (batch of 2 with guidance) + scheduler"))
+    for key, side in sides.items():
+        rows.append((f"  {SIDES[key]}", _fmt(side["step_seconds_median"] * 1000, " ms"), "median"))
+    rows.append(("  diffusers CPU", _fmt(r["step_seconds_median"] * 1000, " ms"), "median"))
+    for key in sides:
+        rows.append((f"  {SIDES[key]}/diffusers", _fmt(results["ratios"][key]["step"]), ""))
+    for key, side in sides.items():
+        rows.append((f"text encode / VAE decode ({SIDES[key]})",
+                     f"{_fmt(side['encode_seconds_median'] * 1000)}/{_fmt(side['decode_seconds_median'] * 1000)} ms", ""))
+    judge = results["judge"]
+    rows.append(("prompt check passed", " / ".join(str(judge[k]) for k in [*sides, "reference"]),
+                 " / ".join([*(SIDES[k] for k in sides), "diffusers"]) + f", of {judge['n']}"))
     width = max(len(x[0]) for x in rows)
     vwidth = max(len(x[1]) for x in rows)
     return "\n".join(f"{a:<{width}}  {v:>{vwidth}}  {c}".rstrip() for a, v, c in rows)
 
 
-def run_image_bench(out: str | Path, images: int = 5, threads: int = 2, executable: str = CHROMIUM) -> dict:
+def run_image_bench(out: str | Path, images: int = 5, threads: int = 2, executable: str = CHROMIUM,
+                    browser: bool = True, node_dawn: bool = False, quantization: str = "f32") -> dict:
     from .train import shapes
 
     if images < 1:
         raise ValueError("--images must be at least 1")
+    if not (browser or node_dawn):
+        raise ValueError("nothing to measure: --no-browser needs --node-dawn")
     bundle = REPO / "site" / "assets" / "engine-worker.js"
-    if not bundle.is_file():
+    if browser and not bundle.is_file():
         raise ValueError(f"{bundle} is missing: run `cd web && node build.mjs` first")
     started = time.perf_counter()
     facts = machine_facts(executable)
     prompts = shapes.eval_prompts(max(images, 1))[:images]
+    sides: dict[str, dict | None] = {"browser": None, "node_dawn": None}
     with tempfile.TemporaryDirectory(prefix="webkiln-bench-image-site-") as tmp:
         site = Path(tmp) / "site"
         shutil.copytree(REPO / "site", site, ignore=shutil.ignore_patterns("kernel-check", "models"))
-        build, model_dir = bench_build(site / "models")
+        build, model_dir = bench_build(site / "models", quantization)
         manifest = json.loads((model_dir / "manifest.json").read_text())
         files_bytes = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
         wasm_bytes = sum(p.stat().st_size for p in model_dir.glob("*.wasm"))
-        browser = bench_browser(site, model_dir.name, prompts, executable)
+        if browser:
+            sides["browser"] = bench_browser(site, model_dir.name, prompts, executable)
+        if node_dawn:
+            sides["node_dawn"] = bench_node_dawn(site, model_dir.name, prompts)
     from .sources.default_model import IMAGE_MODEL_DIR
 
+    ran = {k: v for k, v in sides.items() if v}
+    first = next(iter(ran.values()))
     _log("diffusers reference on the CPU...")
-    reference = bench_reference(IMAGE_MODEL_DIR, prompts, browser["steps"], browser["guidance_scale"], threads)
+    reference = bench_reference(IMAGE_MODEL_DIR, prompts, first["steps"], first["guidance_scale"], threads)
     both = lambda js: sum(1 for j in js if j["colour_ok"] and j["position_ok"])
     results = {
         "machine": facts,
@@ -237,11 +319,12 @@ def run_image_bench(out: str | Path, images: int = 5, threads: int = 2, executab
                   "backends": sorted(manifest["backends"])},
         "prompts": prompts,
         "build": build,
-        "browser": browser,
+        **sides,
         "reference": reference,
-        "ratios": {"image": browser["image_seconds_median"] / reference["image_seconds_median"],
-                   "step": browser["step_seconds_median"] / reference["step_seconds_median"]},
-        "judge": {"browser": both(browser["judged"]), "reference": both(reference["judged"]), "n": len(prompts)},
+        "ratios": {k: {"image": v["image_seconds_median"] / reference["image_seconds_median"],
+                       "step": v["step_seconds_median"] / reference["step_seconds_median"]} for k, v in ran.items()},
+        "judge": {**{k: both(v["judged"]) for k, v in ran.items()}, "reference": both(reference["judged"]),
+                  "n": len(prompts)},
         "total_seconds": time.perf_counter() - started,
         "load_average_at_end": os.getloadavg(),
     }

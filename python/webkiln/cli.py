@@ -62,7 +62,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _bench_image(args: argparse.Namespace) -> int:
     from .bench_image import run_image_bench, table
 
-    results = run_image_bench(args.out, images=args.images, threads=args.threads, executable=args.chromium)
+    results = run_image_bench(args.out, images=args.images, threads=args.threads, executable=args.chromium,
+                              browser=args.browser, node_dawn=args.node_dawn, quantization=args.quantization)
     print(table(results))
     print(f"[webkiln] results written to {args.out}")
     return 0
@@ -98,11 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
     bench.set_defaults(func=_bench)
 
-    bench_image = sub.add_parser("bench-image", help="benchmark the default image model: browser vs diffusers on the CPU")
+    bench_image = sub.add_parser("bench-image", help="benchmark the default image model: browser (and Node + Dawn) vs diffusers on the CPU")
     bench_image.add_argument("--out", default="bench-image-results.json", help="JSON results file")
     bench_image.add_argument("--images", type=int, default=5, help="warm images per side (default 5)")
     bench_image.add_argument("--threads", type=int, default=2, help="PyTorch threads for the reference (default 2)")
     bench_image.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
+    bench_image.add_argument("--quantization", choices=["f32", "f16"], default="f32",
+                             help="f32 (default) or f16 (also the webgpu-f16 library, used where the device has "
+                             "shader-f16)")
+    bench_image.add_argument("--node-dawn", action="store_true",
+                             help="also run the engine in Node on Dawn (npm webgpu): Vulkan on a GPU, else OpenGL ES")
+    bench_image.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True,
+                             help="run headless Chromium (default; --no-browser on a machine without one)")
     bench_image.set_defaults(func=_bench_image)
 
     args = parser.parse_args(argv)
