@@ -286,3 +286,30 @@ def test_native_kernels_dequantize_like_the_reference(tmp_path, tiny_llama, embe
     np.testing.assert_allclose(logits, expected, rtol=0, atol=LOGITS_TOLERANCE)
     # The quantization is visible: the logits differ from the float model's.
     assert np.abs(expected - hf_logits(tiny_llama.model, PROMPT)).max() > 100 * LOGITS_TOLERANCE
+
+
+@pytest.mark.parametrize("scheme,tiled", [("q4f32", True), ("q0f16", False)])
+def test_prefill_matmuls_are_token_tiled_where_the_format_allows(tiny_llama, scheme, tiled):
+    """The WebGPU prefill matmuls of 4/8-bit formats give each thread TOKEN_TILE tokens (one
+    accumulator each: `array<f32, 4>` in the WGSL); f16_packed's are left one token per thread
+    (its repeated decode made SwiftShader lose the device). Decode (one token) is never tiled."""
+    import re
+
+    import tvm
+    from webkiln.compile.schedules import TOKEN_TILE, relax_pipeline
+    from webkiln.compile.targets import get_target
+    from webkiln.models.llm import export
+
+    source = load_source(tiny_llama.folder)
+    plan = plan_weights(source, get_scheme(scheme))
+    target = get_target("webgpu").tvm_target()
+    mod, _ = export(source.config, plan, "float32", target, 512)
+    host = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target)).mod.imports[0]  # llvm (wasm)
+    wgsl = host.imports[0].inspect_source()  # its webgpu module
+    # the WGSL has one "// Function: <name>" section per kernel (bindings, uniforms, body)
+    kernels = {part.split(None, 1)[0]: part for part in wgsl.split("// Function: ")[1:]}
+    linear = {name: body for name, body in kernels.items() if "linear" in name}
+    prefill = {name for name, body in linear.items() if "seq_len" in body}
+    tiled_kernels = {name for name, body in linear.items() if f"array<f32, {TOKEN_TILE}>" in body}
+    assert len(prefill) == 4 and len(linear) > len(prefill), sorted(linear)  # qkv, o, gate_up, down
+    assert tiled_kernels == (prefill if tiled else set()), (sorted(prefill), sorted(tiled_kernels))

@@ -8,6 +8,12 @@ from typing import Any
 # (models/llm.py: QuantMatrix.matmul).
 QUANT_MATMUL_BLOCKS = ("linear", "lm_head")
 THREADS = 128
+# Prefill: tokens per thread, so each thread reads its weight row once for this many tokens
+# (SmolLM2 q4f32 prefill of 64 tokens on SwiftShader: 4.3x faster, BENCHMARKS.md). Only for
+# matmul blocks whose weight format allows it (block annotation TOKEN_TILE_ATTR, set by
+# models/llm.py from WeightFormat.token_tiled).
+TOKEN_TILE = 4
+TOKEN_TILE_ATTR = "webkiln_token_tile"
 
 
 def _rowwise_rule():
@@ -18,7 +24,10 @@ def _rowwise_rule():
 
     class RowwiseQuantMatmul(GPUScheduleRule):
         """One thread per output element, accumulating in a register over the
-        dequantized row, with no workgroup barriers.
+        dequantized row, with no workgroup barriers. With several tokens
+        (prefill: a symbolic sequence axis) each thread computes TOKEN_TILE
+        tokens of its output row, so each weight word it reads serves TOKEN_TILE
+        tokens instead of one (the decode itself is repeated per token).
 
         dlight's GEMV rule reduces each row with a workgroup (64 threads and
         six barriers per output row). On WebGPU implementations that run
@@ -51,6 +60,10 @@ def _rowwise_rule():
             reduce = [l for l, k in zip(loops, kinds) if k == "R"]
             if len(reduce) != 1 or len(spatial) + len(reduce) != len(loops):
                 return None
+            tokens = [l for l in spatial if not isinstance(sch.get(l).extent, tirx.IntImm)]
+            tiled = bool(sch.get(block).annotations.get(TOKEN_TILE_ATTR, 0))
+            if tiled and len(tokens) == 1 and len(spatial) >= 2 and spatial[-1] != tokens[0]:
+                return self._token_tiled(sch, block, spatial, tokens[0], reduce[0], others)
             bx, tx = sch.split(sch.fuse(*spatial), factors=[None, THREADS])
             sch.bind(bx, "blockIdx.x")
             sch.bind(tx, "threadIdx.x")
@@ -66,6 +79,37 @@ def _rowwise_rule():
                 sch.decompose_reduction(block, ko)
             else:
                 sch.decompose_reduction(block, reduce[0])
+            return sch
+
+        @staticmethod
+        def _token_tiled(sch, block, spatial, token, k, others):
+            rows = spatial[-1]
+            out_f = sch.get(rows).extent.value
+            # A workgroup size dividing the rows leaves the inner loop without a bounds check.
+            threads = next((t for t in (THREADS, 64, 32) if out_f % t == 0), THREADS)
+            # No predicate on the token tile: the last tile's extra tokens read input rows
+            # past seq_len (inside the buffer Relax planned for the prefill chunk; WebGPU
+            # bounds-checks any access anyway) into accumulators that are never stored;
+            # the store below keeps its seq_len bound.
+            to, ti = sch.split(token, factors=[None, TOKEN_TILE], disable_predication=True)
+            ro, ri = sch.split(rows, factors=[None, threads])
+            batch = [l for l in spatial if l not in (token, rows)]
+            extent = sch.get(k).extent
+            inner_k = isinstance(extent, tirx.IntImm) and extent.value % 8 == 0
+            ko, ki = sch.split(k, factors=[None, 8]) if inner_k else (k, None)
+            sch.reorder(to, ro, ri, *batch, ko, *([ki] if ki is not None else []), ti)
+            sch.bind(to, "blockIdx.y")
+            sch.bind(ro, "blockIdx.x")
+            sch.bind(ri, "threadIdx.x")
+            if others:  # an elementwise epilogue (bias, residual add) per output
+                sch.reverse_compute_at(others[0].block_rv, ri)
+                sch.set_scope(block, 0, "local")
+            else:
+                sch.reverse_compute_at(sch.cache_write(block, 0, "local"), ri)
+            if ki is not None:
+                sch.unroll(ki)
+            sch.unroll(ti)
+            sch.decompose_reduction(block, ko)
             return sch
 
     return RowwiseQuantMatmul()

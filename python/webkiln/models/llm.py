@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..compile.schedules import TOKEN_TILE_ATTR
 from ..quant.formats import FORMATS, WeightFormat
 from ..sources.base import LlmConfig
 
@@ -55,6 +56,7 @@ def _matmul_te(x, fmt: WeightFormat, params: dict, out_f: int, in_f: int, dtype:
             (x.shape[0], x.shape[1], out_f),
             lambda b, s, j: te.sum(x[b, s, k] * fmt.value_te(params, j, k, dtype), axis=k),
             name=name,
+            attrs={TOKEN_TILE_ATTR: int(fmt.token_tiled)},
         )
     return te.compute(
         (x.shape[0], out_f),

@@ -40,6 +40,14 @@ class WeightFormat:
         """Stored in uint32 words and read through `value_te` (not a plain float matrix)."""
         return self.bits != 0
 
+    @property
+    def token_tiled(self) -> bool:
+        """Prefill matmuls may give each thread several tokens (compile/schedules.py), the
+        weight decode repeated for each. Not f16_packed: its branchy bit-level decode,
+        repeated four times and unrolled, made SwiftShader lose the device (while q4/q8
+        decodes run 4.3x faster so: BENCHMARKS.md)."""
+        return self.bits != 16
+
     def param_specs(self, out_f: int, in_f: int, dtype: str) -> dict[str, tuple[tuple[int, ...], str]]:
         """Parameter name -> (shape, dtype) of the stored arrays."""
         if not self.packed:
