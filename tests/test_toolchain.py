@@ -33,6 +33,16 @@ def test_pins_agree_everywhere():
     assert importlib.metadata.version("apache-tvm") == pins.TVM_VERSION
 
 
+def test_typescript_is_strict_and_typechecks():
+    """web/ in strict mode, the browser code and the Node runner (its own tsconfig: Node's types
+    must not leak into browser code) both typecheck."""
+    config = json.loads((REPO / "web" / "tsconfig.json").read_text())
+    assert config["compilerOptions"]["strict"] is True and "node" not in config["compilerOptions"]["types"]
+    proc = subprocess.run(["npm", "run", "-s", "typecheck"], cwd=REPO / "web", capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # ---------------------------------------------------------------- wasm imports
 def test_built_modules_import_only_what_tvmjs_supplies(site_root):
     for wasm in sorted((site_root / "kernel-check").glob("*.wasm")):
