@@ -22,6 +22,15 @@ def _rowwise_rule():
     from tvm.s_tir.dlight.base import try_inline
     from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 
+    def _accumulate_in_registers(sch, block, others, thread_loop) -> None:
+        """The accumulator in local memory, stored by each thread under `thread_loop`, through
+        the elementwise epilogue (bias, residual add) when there is one."""
+        if others:
+            sch.reverse_compute_at(others[0].block_rv, thread_loop)
+            sch.set_scope(block, 0, "local")
+        else:
+            sch.reverse_compute_at(sch.cache_write(block, 0, "local"), thread_loop)
+
     class RowwiseQuantMatmul(GPUScheduleRule):
         """One thread per output element, accumulating in a register over the
         dequantized row, with no workgroup barriers. With several tokens
@@ -67,11 +76,7 @@ def _rowwise_rule():
             bx, tx = sch.split(sch.fuse(*spatial), factors=[None, THREADS])
             sch.bind(bx, "blockIdx.x")
             sch.bind(tx, "threadIdx.x")
-            if others:  # an elementwise epilogue (bias, residual add) per output
-                sch.reverse_compute_at(others[0].block_rv, tx)
-                sch.set_scope(block, 0, "local")
-            else:
-                sch.reverse_compute_at(sch.cache_write(block, 0, "local"), tx)
+            _accumulate_in_registers(sch, block, others, tx)
             extent = sch.get(reduce[0]).extent
             if isinstance(extent, tirx.IntImm) and extent.value % 8 == 0:
                 ko, ki = sch.split(reduce[0], factors=[None, 8])
@@ -101,11 +106,7 @@ def _rowwise_rule():
             sch.bind(to, "blockIdx.y")
             sch.bind(ro, "blockIdx.x")
             sch.bind(ri, "threadIdx.x")
-            if others:  # an elementwise epilogue (bias, residual add) per output
-                sch.reverse_compute_at(others[0].block_rv, ri)
-                sch.set_scope(block, 0, "local")
-            else:
-                sch.reverse_compute_at(sch.cache_write(block, 0, "local"), ri)
+            _accumulate_in_registers(sch, block, others, ri)
             if ki is not None:
                 sch.unroll(ki)
             sch.unroll(ti)
