@@ -182,6 +182,7 @@ def _hub_repo(tiny, folder: Path) -> Path:
 def test_hub_pipeline_downloads_only_what_the_loader_reads(tiny, tmp_path, monkeypatch):
     import huggingface_hub.constants
     from local_hub import LocalHub
+    from webkiln.sources import SourceError
     from webkiln.sources.hub import load_hub
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
@@ -208,7 +209,7 @@ def test_hub_pipeline_downloads_only_what_the_loader_reads(tiny, tmp_path, monke
         (repo / "unet" / "diffusion_pytorch_model.fp16.safetensors").unlink()
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache-2"))
         hub.downloaded.clear()
-        with pytest.raises(Exception) as info:
+        with pytest.raises(SourceError) as info:
             load_hub("webkiln-test/tiny-sd-turbo", endpoint=hub.endpoint)
         assert "webkiln-test/tiny-sd-turbo" in str(info.value) and "unet/" in str(info.value)
         assert hub.downloaded == []
