@@ -189,11 +189,11 @@ def test_hub_pipeline_downloads_only_what_the_loader_reads(tiny, tmp_path, monke
     repo = _hub_repo(tiny, tmp_path)
     with LocalHub({"webkiln-test/tiny-sd-turbo": repo}) as hub:
         pipeline = load_hub("webkiln-test/tiny-sd-turbo", endpoint=hub.endpoint)
-        loader_reads = sorted(str(p.relative_to(tiny[1])) for p in load_source(tiny[1]).files)
+        local = load_source(tiny[1])
+        loader_reads = sorted(str(p.relative_to(tiny[1])) for p in local.files)
         assert sorted(name for _, name in hub.downloaded) == loader_reads
         # the repository's name, not the snapshot folder's (a commit hash), names the model (and turns on Turbo)
         assert pipeline.origin == "webkiln-test/tiny-sd-turbo" and pipeline.name == "tiny-sd-turbo"
-        local = load_source(tiny[1])
         for name, component in pipeline.components.items():
             for ours, expected in zip(component.params(), local.components[name].params(), strict=True):
                 np.testing.assert_array_equal(ours, expected)

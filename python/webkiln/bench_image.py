@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -166,8 +167,6 @@ def run_node_dawn(site: Path, manifest: str, prompts: list[str], seeds: list[int
     """images.generate for each prompt in one Node process on Dawn (web/src/node/bench_image.ts),
     the site served by the dev server; `manifest` is relative to the site. Its progress goes to
     stderr as it runs; returns the runner's JSON ({adapter, dawn, loaded, loadMillis, runs})."""
-    import subprocess
-
     if not NODE_RUNNER.is_file():
         raise ValueError(f"{NODE_RUNNER} is missing: run `cd web && node build.mjs` first")
     env = dict(os.environ)
@@ -193,8 +192,6 @@ def bench_node_dawn(site: Path, model_id: str, prompts: list[str]) -> dict:
 
 
 def _node_version() -> str:
-    import subprocess
-
     try:
         return subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):

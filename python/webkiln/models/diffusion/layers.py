@@ -126,7 +126,6 @@ def _causal_mask(scores, offset: int = 0):
 
 
 SCORE_BYTES = 4  # scores and softmax are float32
-ACTIVATION_BYTES = {"float32": 4, "float16": 2}
 
 
 class AttentionTooLarge(ValueError):

@@ -16,12 +16,12 @@ fixed at export and must be multiples of `UNetConfig.downscale`.
 
 from __future__ import annotations
 
+import numpy as np
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 
 from .config import UNetConfig
 from .layers import (
-    ACTIVATION_BYTES,
     Conv2d,
     Downsample2D,
     Empty,
@@ -82,7 +82,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         b, s, _ = (int(d) for d in x.shape)
-        token_bytes = b * 8 * self.dim * ACTIVATION_BYTES[str(x.dtype)]  # one token's projection, whole batch
+        token_bytes = b * 8 * self.dim * np.dtype(str(x.dtype)).itemsize  # one token's projection, whole batch
         if self.max_binding is None or s * token_bytes <= self.max_binding:
             return self.net[2](self.net[0](x))
         chunks = _pieces(s, max(1, self.max_binding // token_bytes))
