@@ -1,5 +1,5 @@
-"""Shared fixtures: a built site in a temporary folder, the real dev server on a
-free port, and Debian's Chromium with WebGPU (SwiftShader here) through Playwright."""
+"""Shared fixtures: a built site with the test pages in a temporary folder, the real dev
+server on a free port, and Debian's Chromium with WebGPU (SwiftShader here) through Playwright."""
 
 from __future__ import annotations
 
@@ -46,21 +46,38 @@ class LiveServer:
         self.sock.close()
 
 
+def node_build(*args: str) -> None:
+    """Runs web/build.mjs with `args`; a failure shows esbuild's messages."""
+    run = subprocess.run(["node", "build.mjs", *args], cwd=REPO / "web", capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"node build.mjs {' '.join(args)} failed:\n{run.stdout}{run.stderr}")
+
+
 @pytest.fixture(scope="session")
 def web_bundle() -> Path:
-    """Bundles web/ into site/assets (esbuild: well under a second)."""
-    subprocess.run(["node", "build.mjs"], cwd=REPO / "web", check=True, capture_output=True)
+    """Bundles web/ into site/assets (esbuild: well under a second): the product only."""
+    node_build()
     return REPO / "site" / "assets"
 
 
 @pytest.fixture(scope="session")
-def site_root(tmp_path_factory, web_bundle) -> Path:
-    """A copy of site/ with freshly built kernel-check modules (fast link)."""
+def test_site(tmp_path_factory, web_bundle) -> Path:
+    """A test site root: site/ as just built (without models/ and kernel-check/), the test
+    pages of tests/site/ and, in assets/, the test bundles of tests/web/ (`node build.mjs
+    --test-site`). Test code lives only here, never in the site/ a user deploys. Tests copy
+    it before adding models: `shutil.copytree(test_site, root)`."""
+    root = tmp_path_factory.mktemp("test-site") / "site"
+    node_build("--test-site", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def site_root(tmp_path_factory, test_site) -> Path:
+    """A copy of the test site root with freshly built kernel-check modules (fast link)."""
     from webkiln.package.kernel_check import build_kernel_check
 
     root = tmp_path_factory.mktemp("site")
-    shutil.copytree(REPO / "site", root, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("kernel-check", "models"))
+    shutil.copytree(test_site, root, dirs_exist_ok=True)
     build_kernel_check(root / "kernel-check")
     return root
 

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO, LiveServer
+from conftest import LiveServer
 from conftest_models import smollm2_gguf  # noqa: F401  (session fixture)
 from conftest_tiny import (  # noqa: F401  (tiny_llama: session fixture)
     GREEDY_TOKENS,
@@ -37,14 +37,13 @@ TIE_MARGIN = 1e-3
 
 
 @pytest.fixture(scope="session")
-def chat_site(tmp_path_factory, smollm2_gguf, web_bundle):  # noqa: F811
+def chat_site(tmp_path_factory, smollm2_gguf, test_site):  # noqa: F811
     from webkiln.package.model import build_chat_model
     from webkiln.sources import load_source
     from webkiln.toolchain.link import LinkMode
 
     root = tmp_path_factory.mktemp("chat-site")
-    shutil.copytree(REPO / "site", root, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("kernel-check", "models"))
+    shutil.copytree(test_site, root, dirs_exist_ok=True)
     model_dir = build_chat_model(load_source(smollm2_gguf), root / "models", "q4f32",
                                  link_mode=LinkMode.FAST, log=lambda _: None)
     return root, model_dir
@@ -140,7 +139,7 @@ def test_prefix_reuse_matches_fresh_prefill(chat_page, smollm2_gguf):  # noqa: F
     assert got["tokens"] == second.tokens
 
 
-def test_q0f16_runs_on_the_f32_library(browser, web_bundle, tiny_llama, tmp_path):  # noqa: F811
+def test_q0f16_runs_on_the_f32_library(browser, test_site, tiny_llama, tmp_path):  # noqa: F811
     """q0f16 weights (f16 halves packed in uint32) run on the webgpu-f32 library, which
     needs no shader-f16: greedy tokens equal transformers' on the f16-rounded weights."""
     from webkiln.package.model import build_chat_model
@@ -151,7 +150,7 @@ def test_q0f16_runs_on_the_f32_library(browser, web_bundle, tiny_llama, tmp_path
 
     source = load_source(tiny_llama.folder)
     root = tmp_path / "site"
-    shutil.copytree(REPO / "site", root, ignore=shutil.ignore_patterns("kernel-check", "models"))
+    shutil.copytree(test_site, root)
     model_dir = build_chat_model(source, root / "models", "q0f16", link_mode=LinkMode.FAST, log=lambda _: None)
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert {k: v["required_features"] for k, v in manifest["backends"].items()} == {

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from conftest import ARTIFACTS, REPO, LiveServer
+from conftest import ARTIFACTS, LiveServer
 from conftest_models import smollm2_gguf  # noqa: F401  (session fixture)
 from conftest_tiny import tiny_llama  # noqa: F401  (session fixture)
 from test_chat_browser import chat_site  # noqa: F401  (session fixture)
@@ -28,14 +28,14 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def tiny_site(tmp_path_factory, tiny_llama, web_bundle):  # noqa: F811
+def tiny_site(tmp_path_factory, tiny_llama, test_site):  # noqa: F811
     """A copy of site/ with the tiny random Llama (ChatML template) as its only model."""
     from webkiln.package.model import build_chat_model
     from webkiln.sources import load_source
     from webkiln.toolchain.link import LinkMode
 
     root = tmp_path_factory.mktemp("ui-site")
-    shutil.copytree(REPO / "site", root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("kernel-check", "models"))
+    shutil.copytree(test_site, root, dirs_exist_ok=True)
     build_chat_model(load_source(tiny_llama.folder), root / "models", "q4f32", model_id="tiny-chat",
                      link_mode=LinkMode.FAST, log=lambda _: None)
     return root

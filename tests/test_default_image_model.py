@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO, LiveServer
+from conftest import LiveServer
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -36,11 +36,11 @@ PROMPTS = [shapes.eval_prompts(20)[i] for i in (0, 3, 4)]
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, web_bundle):
+def site(tmp_path_factory, test_site):
     from webkiln.cli import build_web_main
 
     root = tmp_path_factory.mktemp("default-image-site")
-    shutil.copytree(REPO / "site", root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("kernel-check", "models"))
+    shutil.copytree(test_site, root, dirs_exist_ok=True)
     assert build_web_main(["--model", "default-image", "--quantization", "f32", "--fast-link",
                            "--out", str(root / "models")]) == 0
     return root

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from conftest import REPO, LiveServer
+from conftest import LiveServer
 from conftest_models import smollm2_gguf  # noqa: F401  (session fixture)
 from conftest_tiny import MIN_TOP2_GAP, hf_greedy, tiny_llama, tiny_qwen2  # noqa: F401  (session fixtures)
 from test_chat_browser import chat_site  # noqa: F401  (session fixture)
@@ -66,13 +66,13 @@ def check_chunks(chunks: list[dict], include_usage: bool) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_site(tmp_path_factory, tiny_llama, web_bundle):  # noqa: F811
+def tiny_site(tmp_path_factory, tiny_llama, test_site):  # noqa: F811
     from webkiln.package.model import build_chat_model
     from webkiln.sources import load_source
     from webkiln.toolchain.link import LinkMode
 
     root = tmp_path_factory.mktemp("engine-site")
-    shutil.copytree(REPO / "site", root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("kernel-check", "models"))
+    shutil.copytree(test_site, root, dirs_exist_ok=True)
     source = load_source(tiny_llama.folder)
     model_dir = build_chat_model(source, root / "models", "q4f32", model_id="tiny-chat",
                                  link_mode=LinkMode.FAST, log=lambda _: None)

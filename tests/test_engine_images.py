@@ -34,7 +34,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, LiveServer
+from conftest import LiveServer
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -59,12 +59,12 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def image_site(tmp_path_factory, tiny, web_bundle):
+def image_site(tmp_path_factory, tiny, test_site):
     from webkiln.cli import build_web_main
 
     _, _, folder = tiny
     root = tmp_path_factory.mktemp("engine-images-site")
-    shutil.copytree(REPO / "site", root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("kernel-check", "models"))
+    shutil.copytree(test_site, root, dirs_exist_ok=True)
     code = build_web_main(["--model", str(folder), "--quantization", "f32", "--fast-link", "--id", MODEL,
                            "--size", str(SIZE), "--out", str(root / "models")])
     assert code == 0

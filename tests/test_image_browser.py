@@ -98,9 +98,9 @@ def site(tiny, tmp_path_factory):
     _, loaded = tiny
     root = tmp_path_factory.mktemp("image-pipeline-site")
     (root / "assets").mkdir()
-    shutil.copy(REPO / "site" / "test-image-pipeline.html", root / "test-image-pipeline.html")
+    shutil.copy(REPO / "tests" / "site" / "test-image-pipeline.html", root / "test-image-pipeline.html")
     subprocess.run(
-        [str(REPO / "web" / "node_modules" / ".bin" / "esbuild"), "web/src/test_image_pipeline_entry.ts", "--bundle",
+        [str(REPO / "web" / "node_modules" / ".bin" / "esbuild"), "tests/web/test_image_pipeline_entry.ts", "--bundle",
          "--format=esm", "--target=es2022", f"--outfile={root / 'assets' / 'test-image-pipeline.js'}",
          "--log-level=warning", "--external:fs", "--external:path", "--external:perf_hooks", "--external:ws",
          "--external:url", "--external:module"],

@@ -83,9 +83,9 @@ LOOP_RTOL = 1e-5
 def image_page(browser, tmp_path_factory):
     root = tmp_path_factory.mktemp("image-site")
     (root / "assets").mkdir()
-    shutil.copy(REPO / "site" / "test-image.html", root / "test-image.html")
+    shutil.copy(REPO / "tests" / "site" / "test-image.html", root / "test-image.html")
     subprocess.run(
-        [str(REPO / "web" / "node_modules" / ".bin" / "esbuild"), "web/src/test_image_entry.ts", "--bundle",
+        [str(REPO / "web" / "node_modules" / ".bin" / "esbuild"), "tests/web/test_image_entry.ts", "--bundle",
          "--format=esm", "--target=es2022", f"--outfile={root / 'assets' / 'test-image.js'}", "--log-level=warning"],
         cwd=REPO, check=True,
     )

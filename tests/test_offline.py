@@ -8,12 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import CHROMIUM, REPO, LiveServer
+from conftest import CHROMIUM, LiveServer
 from conftest_tiny import PROMPT, tiny_llama  # noqa: F401  (tiny_llama: session fixture)
 
 CONTENT_CACHE = "webkiln-v1"
@@ -24,29 +23,15 @@ LAUNCH_ARGS = ["--enable-unsafe-webgpu", "--disable-quic"]
 
 # ---------------------------------------------------------------- fixtures / helpers
 
-def build_storage_bundle(assets: Path) -> None:
-    """site/assets/test-storage.js from web/src/test_storage_entry.ts (esbuild, milliseconds)."""
-    esbuild = REPO / "web" / "node_modules" / ".bin" / "esbuild"
-    subprocess.run([str(esbuild), "src/test_storage_entry.ts", "--bundle", "--platform=browser",
-                    "--target=es2022", "--format=esm", "--log-level=warning",
-                    f"--outfile={assets / 'test-storage.js'}"],
-                   cwd=REPO / "web", check=True, capture_output=True)
-
-
-def copy_site(root: Path) -> Path:
-    shutil.copytree(REPO / "site", root, ignore=shutil.ignore_patterns("kernel-check", "models"))
-    build_storage_bundle(root / "assets")
-    return root
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, web_bundle, tiny_llama):  # noqa: F811
+def site(tmp_path_factory, test_site, tiny_llama):  # noqa: F811
     """A site copy with the tiny Llama built twice: q4f32 and q4f16."""
     from webkiln.package.model import build_chat_model
     from webkiln.sources import load_source
     from webkiln.toolchain.link import LinkMode
 
-    root = copy_site(tmp_path_factory.mktemp("offline-site") / "site")
+    root = tmp_path_factory.mktemp("offline-site") / "site"
+    shutil.copytree(test_site, root)
     source = load_source(tiny_llama.folder)
     for quantization in ("q4f32", "q4f16"):
         build_chat_model(source, root / "models", quantization, model_id=f"tiny-{quantization}",
@@ -328,13 +313,13 @@ def test_works_in_a_web_worker(page, server, site):
 
 # ---------------------------------------------------------------- service worker
 
-def small_site(tmp_path: Path) -> Path:
+def small_site(test_site: Path, tmp_path: Path) -> Path:
     """A site copy without models (the service worker tests change its files)."""
-    return copy_site(tmp_path / "site")
+    return Path(shutil.copytree(test_site, tmp_path / "site"))
 
 
-def test_service_worker_serves_the_app_shell_offline(browser, web_bundle, tmp_path):
-    root = small_site(tmp_path)
+def test_service_worker_serves_the_app_shell_offline(browser, test_site, tmp_path):
+    root = small_site(test_site, tmp_path)
     context = browser.new_context()
     try:
         page = context.new_page()

@@ -18,7 +18,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO, LiveServer
+from conftest import LiveServer
 from conftest_tiny import CONTEXT, GREEDY_TOKENS, PROMPT, compile_native, make_tiny
 
 # head_dim 64 (hidden / heads) like SmolLM2; 2 query heads per KV head.
@@ -72,14 +72,14 @@ def native(tiny64, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def chat(browser, web_bundle, tiny64, tmp_path_factory):
+def chat(browser, test_site, tiny64, tmp_path_factory):
     """A page with the chat handle, and a function loading one of MODELS into it."""
     from webkiln.package.model import build_chat_model
     from webkiln.sources import load_source
     from webkiln.toolchain.link import LinkMode
 
     root = tmp_path_factory.mktemp("prefill-site")
-    shutil.copytree(REPO / "site", root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("kernel-check", "models"))
+    shutil.copytree(test_site, root, dirs_exist_ok=True)
     source = load_source(tiny64.folder)
     for model_id, chunk in MODELS:
         model_dir = build_chat_model(source, root / "models", "q0f32", model_id=model_id, prefill_chunk=chunk,

@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO, LiveServer
+from conftest import LiveServer
 
 # ---------------------------------------------------------------- Python reference
 
@@ -111,11 +111,11 @@ def float32_list(values) -> list[float]:
 # ---------------------------------------------------------------- browser fixtures
 
 @pytest.fixture(scope="module")
-def sampling_page(browser, tmp_path_factory, web_bundle):
+def sampling_page(browser, tmp_path_factory, test_site):
     root = tmp_path_factory.mktemp("sampling-site")
     (root / "assets").mkdir()
-    shutil.copy(REPO / "site" / "test.html", root / "test.html")
-    shutil.copy(web_bundle / "test-entry.js", root / "assets" / "test-entry.js")
+    shutil.copy(test_site / "test.html", root / "test.html")
+    shutil.copy(test_site / "assets" / "test-entry.js", root / "assets" / "test-entry.js")
     with LiveServer(root) as server:
         context = browser.new_context()
         page = context.new_page()

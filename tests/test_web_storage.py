@@ -1,5 +1,5 @@
 """Browser storage and tokenizer modules (web/src/storage, web/src/llm/tokenizer.ts)
-in real headless Chromium, through the test-only bundle site/test.html exposes as
+in real headless Chromium, through the test-only bundle tests/site/test.html exposes as
 `window.webkilnTest`. Model files are random bytes served by the real dev server."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, LiveServer
+from conftest import LiveServer
 
 CACHE = "webkiln-v1"
 
@@ -25,12 +25,12 @@ CACHE = "webkiln-v1"
 # ---------------------------------------------------------------- fixtures / helpers
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, web_bundle) -> Path:
+def site(tmp_path_factory, test_site) -> Path:
     """A site holding only the test page and its bundle; tests add model folders."""
     root = tmp_path_factory.mktemp("test-site")
     (root / "assets").mkdir()
-    shutil.copy(REPO / "site" / "test.html", root / "test.html")
-    shutil.copy(web_bundle / "test-entry.js", root / "assets" / "test-entry.js")
+    shutil.copy(test_site / "test.html", root / "test.html")
+    shutil.copy(test_site / "assets" / "test-entry.js", root / "assets" / "test-entry.js")
     return root
 
 

@@ -1,12 +1,12 @@
-// site/chat.html's `window.webkilnChat`: direct access to a ChatModel, the chat
+// tests/site/chat.html's `window.webkilnChat`: direct access to a ChatModel, the chat
 // template and both engine flavours, for tests and benchmarks. (The app is site/index.html.)
 
-import { createEngine, type Engine } from "./engine";
-import { createInPageEngine } from "./engine/in_page";
-import { ChatModel, type GenerateOptions, type LoadChatOptions } from "./llm/chat_model";
-import { ChatTemplate, type TemplateMessage } from "./llm/chat_template";
-import type { ChatManifest } from "./llm/manifest";
-import { Tokenizer } from "./llm/tokenizer";
+import { createEngine, type Engine } from "../../web/src/engine";
+import { createInPageEngine } from "../../web/src/engine/in_page";
+import { ChatModel, type GenerateOptions, type LoadChatOptions } from "../../web/src/llm/chat_model";
+import { ChatTemplate, type TemplateMessage } from "../../web/src/llm/chat_template";
+import type { ChatManifest } from "../../web/src/base/manifest_types";
+import { Tokenizer } from "../../web/src/base/tokenizer";
 
 let current: ChatModel | undefined;
 

@@ -1,11 +1,12 @@
-// Test-only bundle (site/test.html): exposes the storage, tokenizer and sampling
+// Test-only bundle (tests/site/test.html): exposes the storage, tokenizer and sampling
 // modules on `window.webkilnTest`, plus helpers that turn their results into
 // JSON-friendly values for Playwright's page.evaluate.
 
-import * as errors from "./engine/errors";
-import * as storage from "./storage/index";
-import { IncrementalDetokenizer, Tokenizer } from "./llm/tokenizer";
-import { Pcg32, argmax, sample, type SamplingParams } from "./llm/sampling";
+import * as errors from "../../web/src/base/errors";
+import * as storage from "../../web/src/storage/index";
+import { IncrementalDetokenizer, Tokenizer } from "../../web/src/base/tokenizer";
+import { Pcg32 } from "../../web/src/base/prng";
+import { argmax, sample, type SamplingParams } from "../../web/src/llm/sampling";
 
 interface ErrorInfo {
   name: string;

@@ -1,4 +1,4 @@
-// Test-only bundle (site/test-image-pipeline.html, tests/test_image_browser.py): loads the
+// Test-only bundle (tests/site/test-image-pipeline.html, tests/test_image_browser.py): loads the
 // three compiled diffusion components and their raw parameters from a JSON index the test
 // writes, builds an ImagePipeline, and exposes its calls on `window.webkilnImagePipelineTest`
 // with plain-array results for Playwright's page.evaluate.
@@ -9,16 +9,17 @@
 //   C = { wasm: "text_encoder.wasm", bin: "text_encoder.bin",
 //         params: [{ name, shape, dtype, offset, nbytes }, ...] }   (entry point order)
 
-import { createWebGPUDevice, fetchBytes, loadModule } from "./engine/runtime";
+import { createWebGPUDevice, fetchBytes, loadModule } from "../../web/src/base/tvm";
 import {
   type GenerateOptions,
   type ImageComponent,
   type ImageModelConstants,
   ImagePipeline,
   type UNetComponent,
-} from "./image/pipeline";
-import type { SchedulerConfig, SchedulerKind } from "./image/schedulers";
-import { type ParamRecord, uploadParams } from "./image/tensors";
+} from "../../web/src/image/pipeline";
+import type { SchedulerName } from "../../web/src/base/manifest_types";
+import type { SchedulerConfig } from "../../web/src/image/schedulers";
+import { type ParamRecord, uploadParams } from "../../web/src/image/tensors";
 
 interface ComponentIndex {
   wasm: string;
@@ -97,7 +98,9 @@ interface GenerateArgs {
   steps: number;
   guidanceScale: number;
   seed: string; // decimal (BigInt on this side)
-  scheduler?: SchedulerKind;
+  // tests/test_image_browser.py names Euler ancestral "euler_ancestral" (its key for the
+  // diffusers class); the pipeline speaks the API's names.
+  scheduler?: SchedulerName | "euler_ancestral";
   abortAfterStep?: number; // abort from onStep after this (1-based) step
   previewDecode?: boolean; // decode the latents in onStep (a preview image)
 }
@@ -111,7 +114,7 @@ async function generate(args: GenerateArgs) {
     steps: args.steps,
     guidanceScale: args.guidanceScale,
     seed: BigInt(args.seed),
-    scheduler: args.scheduler,
+    scheduler: args.scheduler === "euler_ancestral" ? "euler_a" : args.scheduler,
     signal: controller.signal,
     onStep: async (step, total, preview) => {
       const entry: (typeof seen)[number] = { step, total, first: preview[0] as number };

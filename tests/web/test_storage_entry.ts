@@ -1,10 +1,10 @@
-// Test-only bundle (site/test-storage.html, tests/test_offline.py): the storage
+// Test-only bundle (tests/site/test-storage.html, tests/test_offline.py): the storage
 // management and offline functions on `window.webkilnStorageTest`, with results and
 // errors as JSON-friendly values for Playwright's page.evaluate. No tokenizer or GPU
 // code, so the bundle stays small.
 
-import * as errors from "./engine/errors";
-import * as storage from "./storage/index";
+import * as errors from "../../web/src/base/errors";
+import * as storage from "../../web/src/storage/index";
 
 interface ErrorInfo {
   name: string;
