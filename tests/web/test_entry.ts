@@ -3,6 +3,7 @@
 // JSON-friendly values for Playwright's page.evaluate.
 
 import * as errors from "../../web/src/base/errors";
+import type { ManifestFile } from "../../web/src/base/manifest_types";
 import * as storage from "../../web/src/storage/index";
 import { IncrementalDetokenizer, Tokenizer } from "../../web/src/base/tokenizer";
 import { Pcg32 } from "../../web/src/base/prng";
@@ -33,7 +34,7 @@ function toBase64(buffer: ArrayBuffer): string {
 }
 
 /** loadFiles, with its outcome, events and progress updates as plain data. */
-async function load(baseUrl: string, files: storage.ModelFile[], options: storage.LoadOptions = {}) {
+async function load(baseUrl: string, files: ManifestFile[], options: storage.LoadOptions = {}) {
   const progress: storage.LoadProgress[] = [];
   const corrupt: storage.CorruptCacheEntry[] = [];
   const cacheWriteErrors: string[] = [];

@@ -4,6 +4,7 @@
 // code, so the bundle stays small.
 
 import * as errors from "../../web/src/base/errors";
+import type { ManifestFile } from "../../web/src/base/manifest_types";
 import * as storage from "../../web/src/storage/index";
 
 interface ErrorInfo {
@@ -33,7 +34,7 @@ async function attempt<T>(f: () => Promise<T>): Promise<{ ok: true; value: T } |
 /** Fetches a manifest (fetchJsonCached) and loads all its files into the cache; returns the byte counts. */
 async function loadModel(manifestUrl: string) {
   const { data, fromCache } = await storage.fetchJsonCached(manifestUrl);
-  const files = (data as { files: storage.ModelFile[] }).files;
+  const files = (data as { files: ManifestFile[] }).files;
   const loaded = await storage.loadFiles(manifestUrl, files);
   let bytes = 0;
   for (const buffer of new Set(loaded.values())) bytes += buffer.byteLength;

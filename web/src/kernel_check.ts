@@ -3,7 +3,7 @@
 // exposes `window.webkiln` for the tests and the page itself.
 
 import type * as tvmjs from "@mlc-ai/web-runtime";
-import { createWebGPUDevice, fetchBytes, loadModule, type Backend, type GPUContext } from "./engine/runtime";
+import { createWebGPUDevice, fetchBytes, loadModule, type Backend, type GPUContext } from "./base/tvm";
 
 interface TensorJSON {
   dtype: "float32" | "uint32";

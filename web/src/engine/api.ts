@@ -2,6 +2,13 @@
 // (createInPageEngine()) or in a Web Worker (createEngine()). Request and
 // response shapes follow OpenAI's Chat Completions API so existing code ports over.
 
+import type { SchedulerName } from "../base/manifest_types";
+import type { CachedModel, ModelInfo, StorageInfo } from "../base/types";
+
+// Types the lower layers share (storage lists cached models by ModelInfo) live in base/.
+export type { CachedModel, ImageDefaults, ModelInfo, StorageInfo } from "../base/types";
+export type { SchedulerName } from "../base/manifest_types";
+
 export type Role = "system" | "user" | "assistant";
 
 export interface ChatMessage {
@@ -73,23 +80,6 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
-/** A model the app can offer: an entry of models/index.json or a custom manifest URL. */
-export interface ModelInfo {
-  id: string;
-  task: "chat" | "image";
-  /** Absolute URL of the model's manifest.json. */
-  manifestUrl: string;
-  name?: string;
-  architecture?: string;
-  quantization?: string;
-  /** Bytes to download (all files of the f32 backend, weights included). */
-  download_bytes?: number;
-  /** Estimated GPU memory at the default context. */
-  memory_bytes?: number;
-  context_window?: number;
-  backends: Record<string, { required_features: string[] }>;
-}
-
 export interface LoadProgressEvent {
   model: string;
   stage: "download" | "initialize" | "ready";
@@ -123,27 +113,14 @@ export interface LoadModelOptions {
   signal?: AbortSignal;
 }
 
-/** A model with files in the browser's cache. */
-export interface CachedModel {
-  id: string;
-  manifestUrl: string;
-  /** Bytes of this model's files that are cached (shared shards count for each model). */
-  cachedBytes: number;
-  totalBytes: number;
-  complete: boolean;
-}
-
-export interface StorageInfo {
-  usageBytes: number | null;
-  quotaBytes: number | null;
-  persisted: boolean | null;
-}
-
 // ------------------------------------------------------------------ images
 // Request and response shapes follow OpenAI's Images API (images.generate).
 
-/** Samplers: Euler, Euler ancestral ("euler_a"; "euler_ancestral" is accepted too), DPM++ 2M. */
-export type ImageSchedulerName = "euler" | "euler_a" | "euler_ancestral" | "dpmpp_2m";
+/**
+ * A request's scheduler: Euler, Euler ancestral ("euler_a"), DPM++ 2M. "euler_ancestral" is
+ * accepted as an input alias of "euler_a" (older callers used it); responses always say "euler_a".
+ */
+export type ImageSchedulerName = SchedulerName | "euler_ancestral";
 
 export interface ImageGenerateRequest {
   /** A model id; default: the loaded model (which must be an image model). */
@@ -216,7 +193,7 @@ export interface ImageUsage {
     seeds: number[];
     /** Steps per image. */
     steps: number;
-    scheduler: ImageSchedulerName;
+    scheduler: SchedulerName;
     guidance_scale: number;
     width: number;
     height: number;

@@ -3,7 +3,7 @@
 // thread is createInPageEngine() in ./in_page (kept out of this module: it brings
 // tvmjs and the tokenizer's wasm into the page's bundle).
 export * from "./api";
-export * from "./errors";
+export * from "../base/errors";
 import type { Engine } from "./api";
 import { WorkerEngine } from "./worker_client";
 

@@ -1,12 +1,11 @@
 // The engine itself: the Engine interface implemented on this thread. In a Worker it
 // sits behind worker_entry.ts; in a page it is used directly (createInPageEngine() in in_page.ts).
 
-import { type ImageGeneration, ImageModel, type ImageManifest } from "../image/image_model";
+import { parseManifest, type ModelIndexEntry, type SchedulerName } from "../base/manifest";
+import { type ImageGeneration, ImageModel } from "../image/image_model";
 import { encodePng, toBase64 } from "../image/png";
-import type { SchedulerKind } from "../image/schedulers";
 import { ChatModel } from "../llm/chat_model";
 import { ChatTemplate } from "../llm/chat_template";
-import type { ChatManifest } from "../llm/manifest";
 import {
   clearCachedModels,
   deleteCachedModel,
@@ -44,7 +43,7 @@ import {
   ModelLoadError,
   ModelNotLoadedError,
   OutOfMemoryError,
-} from "./errors";
+} from "../base/errors";
 import {
   completionId,
   makeChunk,
@@ -54,26 +53,13 @@ import {
   validateChatRequest,
   type ChatParams,
 } from "./openai";
-import { createWebGPUDevice, type GPUContext } from "./runtime";
-
-interface IndexEntry {
-  id: string;
-  task: "chat" | "image";
-  name?: string;
-  architecture?: string;
-  quantization?: string;
-  manifest: string;
-  download_bytes?: number;
-  memory_bytes?: number;
-  context_window?: number;
-  backends?: Record<string, { required_features: string[] }>;
-}
+import { createWebGPUDevice, type GPUContext } from "../base/tvm";
 
 type Loaded =
   | { task: "chat"; model: ChatModel; template: ChatTemplate; gpu: GPUContext; info: LoadedModel }
   | { task: "image"; model: ImageModel; gpu: GPUContext; info: LoadedModel };
 
-function infoFromManifest(manifest: ChatManifest | ImageManifest, manifestUrl: string): ModelInfo {
+function infoFromManifest(manifest: ReturnType<typeof parseManifest>, manifestUrl: string): ModelInfo {
   return {
     id: manifest.id,
     task: manifest.task,
@@ -185,9 +171,9 @@ export class LocalEngine implements Engine {
   async listModels(options: { indexUrl?: string; extraManifestUrls?: string[] } = {}): Promise<ModelInfo[]> {
     const indexUrl = new URL(options.indexUrl ?? "models/index.json", this.baseUrl).href;
     const models: ModelInfo[] = [];
-    let index: { models?: IndexEntry[] } = {};
+    let index: { models?: ModelIndexEntry[] } = {};
     try {
-      index = (await fetchJsonCached(indexUrl)).data as { models?: IndexEntry[] };
+      index = (await fetchJsonCached(indexUrl)).data as { models?: ModelIndexEntry[] };
     } catch (error) {
       // No index (nothing built, or offline before a first visit): custom URLs may still work.
       if (!options.extraManifestUrls?.length) throw error;
@@ -208,7 +194,7 @@ export class LocalEngine implements Engine {
     }
     for (const url of options.extraManifestUrls ?? []) {
       const manifestUrl = new URL(url, this.baseUrl).href;
-      const manifest = (await fetchJsonCached(manifestUrl)).data as ChatManifest | ImageManifest;
+      const manifest = parseManifest((await fetchJsonCached(manifestUrl)).data, manifestUrl);
       models.push(infoFromManifest(manifest, manifestUrl));
     }
     for (const m of models) this.known.set(m.id, m);
@@ -253,7 +239,7 @@ export class LocalEngine implements Engine {
       gpu.device.pushErrorScope("out-of-memory");
       try {
         // The manifest says what kind of model it is (fetchJsonCached: the loaders read it again from memory/cache).
-        const manifest = (await fetchJsonCached(manifestUrl, { signal: options.signal })).data as { task?: string };
+        const manifest = parseManifest((await fetchJsonCached(manifestUrl, { signal: options.signal })).data, manifestUrl);
         if (manifest.task === "image") {
           const image = await ImageModel.load(manifestUrl, loadOptions);
           loaded = {
@@ -631,7 +617,7 @@ export class LocalEngine implements Engine {
           seed: seeds[0] as number,
           seeds,
           steps: result.steps,
-          scheduler: result.scheduler === "euler_ancestral" ? "euler_a" : result.scheduler,
+          scheduler: result.scheduler,
           guidance_scale: result.guidanceScale,
           width,
           height,
@@ -669,11 +655,11 @@ export class LocalEngine implements Engine {
 
 // ------------------------------------------------------------------ image requests
 
-const SAMPLER_NAMES: Record<SchedulerKind, string> = { euler: "Euler", euler_ancestral: "Euler a", dpmpp_2m: "DPM++ 2M" };
-const SCHEDULER_KINDS: Record<ImageSchedulerName, SchedulerKind> = {
+const SAMPLER_NAMES: Record<SchedulerName, string> = { euler: "Euler", euler_a: "Euler a", dpmpp_2m: "DPM++ 2M" };
+const SCHEDULER_KINDS: Record<ImageSchedulerName, SchedulerName> = {
   euler: "euler",
-  euler_a: "euler_ancestral",
-  euler_ancestral: "euler_ancestral",
+  euler_a: "euler_a",
+  euler_ancestral: "euler_a",
   dpmpp_2m: "dpmpp_2m",
 };
 
@@ -689,7 +675,7 @@ interface ImageParams {
   seed: number | null;
   steps: number | null;
   guidanceScale: number | null;
-  scheduler: SchedulerKind | null;
+  scheduler: SchedulerName | null;
 }
 
 const IMAGE_FIELDS = new Set([
@@ -733,7 +719,7 @@ export function validateImageRequest(request: ImageGenerateRequest): ImageParams
   if (given(g) && (typeof g !== "number" || !Number.isFinite(g) || g < 0)) {
     throw new InvalidRequestError(`guidance_scale must be a number >= 0, got ${JSON.stringify(g)}`, "guidance_scale");
   }
-  let scheduler: SchedulerKind | null = null;
+  let scheduler: SchedulerName | null = null;
   if (given(request.scheduler)) {
     const kind = typeof request.scheduler === "string" ? SCHEDULER_KINDS[request.scheduler] : undefined;
     if (!kind || !Object.prototype.hasOwnProperty.call(SCHEDULER_KINDS, request.scheduler as string)) {

@@ -10,7 +10,7 @@ import type {
   CompletionUsage,
   FinishReason,
 } from "./api";
-import { InvalidRequestError } from "./errors";
+import { InvalidRequestError } from "../base/errors";
 
 const SUPPORTED = new Set([
   "model",

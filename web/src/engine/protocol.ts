@@ -2,7 +2,7 @@
 // typed errors cross that boundary (structured clone drops their classes).
 
 import type { ChatCompletionChunk, EngineEvent, ImagePreview, LoadProgressEvent } from "./api";
-import { ERROR_CLASSES, InvalidRequestError, NetworkError, WebGPUUnavailableError, WebkilnError } from "./errors";
+import { ERROR_CLASSES, WebkilnError } from "../base/errors";
 
 export type ToWorker =
   | { kind: "call"; id: number; method: string; args: unknown[] }
@@ -27,38 +27,50 @@ export interface ImageCallOptions {
 }
 
 export interface SerializedError {
+  /** The webkiln error class to rebuild (a key of ERROR_CLASSES); null for other errors. */
+  webkilnClass: string | null;
   name: string;
   message: string;
   stack?: string;
-  /** Extra fields of typed errors (InvalidRequestError.param, NetworkError.url/status). */
+  /** Own data fields of the error (InvalidRequestError.param, NetworkError.url/status, ...). */
   fields: Record<string, unknown>;
+}
+
+const STANDARD_FIELDS = new Set(["name", "message", "stack"]);
+
+/** The key of `error`'s own class in ERROR_CLASSES (by prototype: names can be renamed by a minifier). */
+function webkilnClassOf(error: WebkilnError): string | null {
+  const prototype = Object.getPrototypeOf(error) as unknown;
+  for (const [key, cls] of Object.entries(ERROR_CLASSES)) {
+    if (cls.prototype === prototype) return key;
+  }
+  return null;
 }
 
 export function serializeError(error: unknown): SerializedError {
   if (error instanceof Error) {
     const fields: Record<string, unknown> = {};
-    for (const key of ["param", "url", "status"]) {
-      const value = (error as unknown as Record<string, unknown>)[key];
-      if (value !== undefined) fields[key] = value;
+    for (const [key, value] of Object.entries(error)) {
+      const plain = value === null || ["string", "number", "boolean"].includes(typeof value);
+      if (!STANDARD_FIELDS.has(key) && plain) fields[key] = value;
     }
-    return { name: error.name, message: error.message, stack: error.stack, fields };
+    const webkilnClass = error instanceof WebkilnError ? webkilnClassOf(error) : null;
+    return { webkilnClass, name: error.name, message: error.message, stack: error.stack, fields };
   }
-  return { name: "Error", message: String(error), fields: {} };
+  return { webkilnClass: null, name: "Error", message: String(error), fields: {} };
 }
 
-const CLASSES: Record<string, new (message: string) => Error> = {
-  ...ERROR_CLASSES,
-  InvalidRequestError,
-  NetworkError: NetworkError as unknown as new (message: string) => Error,
-  WebGPUUnavailableError: WebGPUUnavailableError as unknown as new (message: string) => Error,
-  TypeError,
-  RangeError,
-};
+// Built-in classes worth keeping across the boundary (a caller may test instanceof).
+const BUILTIN_CLASSES: Record<string, { prototype: Error }> = { TypeError, RangeError };
 
-/** The same error class on this side (instanceof works), with the original message. */
+/** The same error class on this side (instanceof works), with the original message and fields. */
 export function deserializeError(s: SerializedError): Error {
-  const cls = CLASSES[s.name] ?? (s.name === "AbortError" ? null : Error);
-  if (cls === null) return new DOMException(s.message, "AbortError");
+  const cls = (s.webkilnClass !== null ? ERROR_CLASSES[s.webkilnClass] : undefined) ?? BUILTIN_CLASSES[s.name];
+  if (!cls) {
+    // fetch's and AbortSignal's aborts: the same DOMException a caller gets in the page.
+    if (s.name === "AbortError") return new DOMException(s.message, "AbortError");
+    return Object.assign(new Error(s.message), { name: s.name });
+  }
   // Built without the constructor: constructors that decorate the message
   // (WebGPUUnavailableError) must not do it twice.
   const error = Object.create(cls.prototype) as Error;
@@ -66,5 +78,5 @@ export function deserializeError(s: SerializedError): Error {
   Object.defineProperty(error, "name", { value: s.name, writable: true, configurable: true });
   if (s.stack) Object.defineProperty(error, "stack", { value: s.stack, writable: true, configurable: true });
   Object.assign(error, s.fields);
-  return error instanceof WebkilnError || cls !== Error ? error : Object.assign(new Error(s.message), { name: s.name });
+  return error;
 }

@@ -21,7 +21,7 @@ import type {
   StorageInfo,
 } from "./api";
 import { Channel } from "./channel";
-import { EngineCrashedError } from "./errors";
+import { EngineCrashedError } from "../base/errors";
 import { validateChatRequest } from "./openai";
 import { deserializeError, type FromWorker, type ImageCallOptions, type ToWorker } from "./protocol";
 

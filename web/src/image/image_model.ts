@@ -3,76 +3,21 @@
 // in one module), its weight set, the CLIP tokenizer, and an ImagePipeline on top.
 
 import type * as tvmjs from "@mlc-ai/web-runtime";
-import { InvalidRequestError, ModelLoadError, UnsupportedDeviceError } from "../engine/errors";
-import { createWebGPUDevice, loadModule, type GPUContext, type LoadedModule } from "../engine/runtime";
-import type { TensorRecord } from "../llm/manifest";
-import { Tokenizer } from "../llm/tokenizer";
-import { fetchJsonCached, loadFiles, type LoadOptions, type ModelFile } from "../storage";
+import { InvalidRequestError, ModelLoadError, UnsupportedDeviceError } from "../base/errors";
+import { createWebGPUDevice, loadModule, type GPUContext, type LoadedModule } from "../base/tvm";
+import {
+  defaultScheduler,
+  parseManifest,
+  type ImageBackendEntry,
+  type ImageComponentName,
+  type ImageManifest,
+  type ImageTensorRecord,
+  type SchedulerName,
+} from "../base/manifest";
+import { Tokenizer } from "../base/tokenizer";
+import { fetchJsonCached, loadFiles, type LoadOptions } from "../storage";
 import { type DecodedImage, type GenerateResult, ImagePipeline } from "./pipeline";
-import type { SchedulerConfig, SchedulerKind } from "./schedulers";
-import type { FloatDType } from "./tensors";
-
-export interface ImageBackendEntry {
-  wasm: string;
-  activation_dtype: FloatDType;
-  required_features: string[];
-  required_limits: Record<string, number>;
-  /** The weight set it reads: a key of `tensors`. */
-  tensors: string;
-  memory?: { weights_bytes: number; activations_bytes: number; total_bytes: number };
-}
-
-export type ImageComponentName = "text_encoder" | "unet" | "vae";
-
-export interface ImageTensorRecord extends TensorRecord {
-  component: ImageComponentName;
-  split?: { of: string; axis: number; rows: [number, number] };
-}
-
-export interface ImageManifest {
-  format: number;
-  id: string;
-  task: "image";
-  name: string;
-  architecture: string;
-  pipeline_class?: string;
-  quantization: string;
-  image: {
-    height: number;
-    width: number;
-    latent_channels: number;
-    latent_height: number;
-    latent_width: number;
-    vae_scale_factor: number;
-  };
-  components: {
-    text_encoder: { entry: string; output: { shape: number[] }; [key: string]: unknown };
-    unet: { entry: string; batch: number; [key: string]: unknown };
-    vae: { entry: string; scaling_factor: number; shift_factor: number | null; [key: string]: unknown };
-  };
-  tokenizer: {
-    file: string;
-    kind: string;
-    max_length: number;
-    bos_token_id: number;
-    eos_token_id: number;
-    pad_token_id: number;
-  };
-  scheduler: SchedulerConfig & { class?: string | null };
-  generation: {
-    steps: number;
-    max_steps: number;
-    guidance_scale: number;
-    turbo: boolean;
-    width: number;
-    height: number;
-    negative_prompt: string;
-  };
-  backends: Record<string, ImageBackendEntry>;
-  memory: { weights_bytes: number; activations_bytes: number; total_bytes: number };
-  tensors: Record<string, { shards: string[]; records: ImageTensorRecord[] }>;
-  files: ModelFile[];
-}
+import type { SchedulerConfig } from "./schedulers";
 
 export interface LoadImageOptions extends Pick<LoadOptions, "onProgress" | "onCorruptCacheEntry" | "cacheName" | "signal"> {
   /** "webgpu-f32" or "webgpu-f16"; default: f16 when built and the device has shader-f16, else f32. */
@@ -92,7 +37,7 @@ export interface ImageGenerateOptions {
   /** Default: a random one (returned in the result). */
   seed?: number | bigint;
   /** Default: the model's scheduler class when the browser has it, else Euler. */
-  scheduler?: SchedulerKind;
+  scheduler?: SchedulerName;
   onStep?: (step: number, total: number) => void;
   /**
    * A preview after every `previewEvery`-th step (default 1) except the last (the final image
@@ -112,18 +57,12 @@ export interface ImageGeneration extends GenerateResult {
   steps: number;
   guidanceScale: number;
   seed: number | bigint;
-  scheduler: SchedulerKind;
+  scheduler: SchedulerName;
   /** Prompt tokens fed to the text encoder (without <bos>/<eos>, after truncation). */
   promptTokens: number;
   /** Time spent decoding previews (not in timings.stepMs). */
   previewMs: number;
 }
-
-const SCHEDULER_CLASSES: Record<string, SchedulerKind> = {
-  EulerDiscreteScheduler: "euler",
-  EulerAncestralDiscreteScheduler: "euler_ancestral",
-  DPMSolverMultistepScheduler: "dpmpp_2m",
-};
 
 function chooseBackend(manifest: ImageManifest, gpu: GPUContext, requested?: string): [string, ImageBackendEntry] {
   const names = Object.keys(manifest.backends);
@@ -209,15 +148,14 @@ export class ImageModel {
   }
 
   /** The scheduler a request without one gets: the model's own class, else Euler. */
-  get defaultScheduler(): SchedulerKind {
-    const cls = this.manifest.scheduler.class ?? this.manifest.scheduler._class_name;
-    return (typeof cls === "string" ? SCHEDULER_CLASSES[cls] : undefined) ?? "euler";
+  get defaultScheduler(): SchedulerName {
+    return defaultScheduler(this.manifest);
   }
 
   static async load(manifestUrl: string, options: LoadImageOptions = {}): Promise<ImageModel> {
-    const manifest = (await fetchJsonCached(manifestUrl, { signal: options.signal })).data as ImageManifest;
+    const manifest = parseManifest((await fetchJsonCached(manifestUrl, { signal: options.signal })).data, manifestUrl);
     if (manifest.task !== "image") {
-      throw new ModelLoadError(`${manifest.id} is a '${String(manifest.task)}' model, not an image model.`);
+      throw new ModelLoadError(`${manifest.id} is a '${manifest.task}' model, not an image model.`);
     }
     const gpu = options.gpu ?? (await createWebGPUDevice());
     const [backend, entry] = chooseBackend(manifest, gpu, options.backend);
@@ -261,7 +199,12 @@ export class ImageModel {
           vaeShiftFactor: c.vae.shift_factor,
           dtype: entry.activation_dtype,
         },
-        schedulerConfig: { ...manifest.scheduler, _class_name: manifest.scheduler.class ?? manifest.scheduler._class_name },
+        // The manifest carries diffusers' scheduler_config.json as it is; createScheduler
+        // checks each field it reads (SchedulerConfigError names a bad one).
+        schedulerConfig: {
+          ...manifest.scheduler,
+          _class_name: manifest.scheduler.class ?? manifest.scheduler._class_name,
+        } as SchedulerConfig,
       });
       return new ImageModel(manifest, backend, tokenizer, pipeline);
     } catch (error) {

@@ -32,7 +32,7 @@
 //   s = x * s.  Quarter k turns (cos, sin) = (c, s), (-s, c), (-c, -s), (s, -c).
 // (The constants below are float64 literals; 1/(2k+1) is computed by division.)
 
-import { Pcg32 } from "../llm/sampling";
+import { Pcg32 } from "../base/prng";
 
 export const SQRT_HALF = 0.7071067811865476;
 export const LN2 = 0.6931471805599453;

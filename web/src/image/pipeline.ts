@@ -28,15 +28,15 @@
 // next to a UNet call.
 
 import type * as tvmjs from "@mlc-ai/web-runtime";
-import type { LoadedModule } from "../engine/runtime";
-import { InvalidRequestError } from "../engine/errors";
+import type { LoadedModule } from "../base/tvm";
+import { ImageGenerationAborted, InvalidRequestError } from "../base/errors";
+import type { SchedulerName } from "../base/manifest_types";
 import { GaussianNoise, initialLatents } from "./latents";
 import {
   classifierFreeGuidance,
   createScheduler,
   type Scheduler,
   type SchedulerConfig,
-  type SchedulerKind,
 } from "./schedulers";
 import { download, type FloatDType, upload } from "./tensors";
 
@@ -100,7 +100,7 @@ export interface GenerateOptions {
   guidanceScale: number;
   seed: number | bigint;
   /** A scheduler kind (built from the model's scheduler config) or a ready Scheduler. */
-  scheduler?: SchedulerKind | Scheduler;
+  scheduler?: SchedulerName | Scheduler;
   /**
    * After each step: 1-based step, total steps, the latents after it, and the clean latents
    * the model predicted in that step (the scheduler's predictedOriginal; do not modify either).
@@ -121,14 +121,6 @@ export interface GenerateResult {
   imageFloat?: FloatImage;
   timesteps: number[];
   timings: { encodeMs: number; stepMs: number[]; decodeMs: number; totalMs: number };
-}
-
-/** Thrown when a run is aborted through its AbortSignal (name "AbortError", as fetch's). */
-export class ImageGenerationAborted extends Error {
-  override name = "AbortError";
-  constructor(readonly step: number) {
-    super(`image generation aborted before step ${step + 1}`);
-  }
 }
 
 function throwIfAborted(signal: AbortSignal | undefined, step: number): void {
@@ -361,7 +353,7 @@ export class ImagePipeline {
   }
 
   /** A scheduler for a run: the given one, or one of `kind` from the model's config. */
-  createScheduler(kind?: SchedulerKind): Scheduler {
+  createScheduler(kind?: SchedulerName): Scheduler {
     return createScheduler(this.schedulerConfig, kind);
   }
 

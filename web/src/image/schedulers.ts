@@ -25,6 +25,8 @@
 //     x = s.step(eps, i, x, noise);
 //   }
 
+import { SchedulerConfigError } from "../base/errors";
+import { SCHEDULER_CLASSES, type SchedulerName } from "../base/manifest_types";
 import type { NoiseSource } from "./latents";
 
 const f32 = Math.fround;
@@ -65,25 +67,6 @@ export interface SchedulerConfig {
   use_dynamic_shifting?: boolean;
   [key: string]: unknown;
 }
-
-/** A scheduler config value we cannot use; `field` is the config key. */
-export class SchedulerConfigError extends Error {
-  override name = "SchedulerConfigError";
-  constructor(
-    readonly field: string,
-    message: string,
-  ) {
-    super(`scheduler config: ${field}: ${message}`);
-  }
-}
-
-export type SchedulerKind = "euler" | "euler_ancestral" | "dpmpp_2m";
-
-const CLASS_KINDS: Record<string, SchedulerKind> = {
-  EulerDiscreteScheduler: "euler",
-  EulerAncestralDiscreteScheduler: "euler_ancestral",
-  DPMSolverMultistepScheduler: "dpmpp_2m",
-};
 
 /**
  * SD-Turbo's few-step sampler: Euler ancestral with "trailing" spacing over the
@@ -294,7 +277,7 @@ function trainSchedule(config: SchedulerConfig): TrainSchedule {
 // ------------------------------------------------------------------- interface
 
 export interface Scheduler {
-  readonly kind: SchedulerKind;
+  readonly kind: SchedulerName;
   /** Timesteps to give the model, one per step (DPM-Solver's are whole numbers). */
   readonly timesteps: Float32Array;
   /** Noise levels: sigmas[i] at step i, plus the final one (length steps + 1). */
@@ -346,7 +329,7 @@ type Spacing = "linspace" | "leading" | "trailing";
 
 /** Shared by Euler and Euler ancestral: spacing, interpolated sigmas. */
 abstract class EulerBase implements Scheduler {
-  abstract readonly kind: SchedulerKind;
+  abstract readonly kind: SchedulerName;
   abstract readonly needsNoise: boolean;
   timesteps: Float32Array = new Float32Array(0);
   sigmas: Float32Array;
@@ -473,7 +456,7 @@ export class EulerScheduler extends EulerBase {
 
 /** EulerAncestralDiscreteScheduler: Euler to sigma_down, then noise * sigma_up. */
 export class EulerAncestralScheduler extends EulerBase {
-  readonly kind = "euler_ancestral" as const;
+  readonly kind = "euler_a" as const;
   readonly needsNoise = true;
 
   constructor(config: SchedulerConfig = {}) {
@@ -731,22 +714,25 @@ export class DpmSolverMultistepScheduler implements Scheduler {
  * A scheduler from a scheduler_config.json object. `kind` overrides the config's
  * `_class_name` (diffusers' `OtherScheduler.from_config(config)`).
  */
-export function createScheduler(config: SchedulerConfig, kind?: SchedulerKind): Scheduler {
+export function createScheduler(config: SchedulerConfig, kind?: SchedulerName): Scheduler {
   let chosen = kind;
   if (chosen === undefined) {
     const className = config._class_name;
-    chosen = typeof className === "string" ? CLASS_KINDS[className] : undefined;
+    chosen =
+      typeof className === "string" && Object.prototype.hasOwnProperty.call(SCHEDULER_CLASSES, className)
+        ? SCHEDULER_CLASSES[className as keyof typeof SCHEDULER_CLASSES]
+        : undefined;
     if (chosen === undefined) {
       throw new SchedulerConfigError(
         "_class_name",
-        `${JSON.stringify(className)} is not supported (expected ${Object.keys(CLASS_KINDS).join(", ")})`,
+        `${JSON.stringify(className)} is not supported (expected ${Object.keys(SCHEDULER_CLASSES).join(", ")})`,
       );
     }
   }
   switch (chosen) {
     case "euler":
       return new EulerScheduler(config);
-    case "euler_ancestral":
+    case "euler_a":
       return new EulerAncestralScheduler(config);
     case "dpmpp_2m":
       return new DpmSolverMultistepScheduler(config);

@@ -3,8 +3,8 @@
 // the packed parameter list of one component from one raw .bin.
 
 import type * as tvmjs from "@mlc-ai/web-runtime";
-import type { LoadedModule } from "../engine/runtime";
-import { ModelLoadError } from "../engine/errors";
+import type { LoadedModule } from "../base/tvm";
+import { ModelLoadError } from "../base/errors";
 
 export type FloatDType = "float32" | "float16";
 

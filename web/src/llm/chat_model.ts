@@ -2,12 +2,13 @@
 // The VM entry points are those of python/webkiln/models/llm.py.
 
 import type * as tvmjs from "@mlc-ai/web-runtime";
-import { ContextWindowError, ModelLoadError, UnsupportedDeviceError } from "../engine/errors";
-import { createWebGPUDevice, loadModule, type GPUContext, type LoadedModule } from "../engine/runtime";
+import { ContextWindowError, ModelLoadError, UnsupportedDeviceError } from "../base/errors";
+import { createWebGPUDevice, loadModule, type GPUContext, type LoadedModule } from "../base/tvm";
 import { fetchJsonCached, loadFiles, type LoadOptions } from "../storage";
-import type { BackendEntry, ChatManifest } from "./manifest";
-import { argmax, Pcg32, sample } from "./sampling";
-import { Tokenizer } from "./tokenizer";
+import { parseManifest, type BackendEntry, type ChatManifest } from "../base/manifest";
+import { Pcg32 } from "../base/prng";
+import { argmax, sample } from "./sampling";
+import { Tokenizer } from "../base/tokenizer";
 
 export interface LoadChatOptions extends Pick<LoadOptions, "onProgress" | "onCorruptCacheEntry" | "cacheName" | "signal"> {
   /** "webgpu-f32" or "webgpu-f16"; default: f16 when the build has it and the device supports it. */
@@ -133,7 +134,7 @@ export class ChatModel {
 
   static async load(manifestUrl: string, options: LoadChatOptions = {}): Promise<ChatModel> {
     // Network first; the copy stored on an earlier load when offline (NetworkError if none).
-    const manifest = (await fetchJsonCached(manifestUrl, { signal: options.signal })).data as ChatManifest;
+    const manifest = parseManifest((await fetchJsonCached(manifestUrl, { signal: options.signal })).data, manifestUrl);
     if (manifest.task !== "chat") throw new ModelLoadError(`${manifest.id} is a '${manifest.task}' model, not a chat model.`);
     const gpu = options.gpu ?? (await createWebGPUDevice());
     const [backend, entry] = chooseBackend(manifest, gpu, options.backend);

@@ -3,9 +3,9 @@
 // `apply_chat_template(messages, add_generation_prompt=True, tokenize=False)` does.
 
 import { Template } from "@huggingface/jinja";
-import { InvalidRequestError } from "../engine/errors";
-import type { ChatManifest } from "./manifest";
-import type { Tokenizer } from "./tokenizer";
+import { InvalidRequestError } from "../base/errors";
+import type { ChatManifest } from "../base/manifest";
+import type { Tokenizer } from "../base/tokenizer";
 
 export interface TemplateMessage {
   role: string;

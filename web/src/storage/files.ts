@@ -1,17 +1,8 @@
 // What a model's manifest.json says about each file it needs, and the checks that
 // make an entry safe to fetch and to use as a cache key.
 
-import { WebkilnError } from "../engine/errors";
-
-/** One file of a built model, as listed in its manifest.json. */
-export interface ModelFile {
-  /** Relative to the manifest's folder, e.g. "params/<sha256>.bin" or "tokenizer.json". */
-  path: string;
-  /** Exact size in bytes. */
-  size: number;
-  /** Lower-case hex SHA-256 of the file's bytes. */
-  sha256: string;
-}
+import { WebkilnError } from "../base/errors";
+import type { ManifestFile } from "../base/manifest_types";
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
@@ -24,7 +15,7 @@ export function isSha256Hex(value: string): boolean {
  * model's folder: a manifest must not be able to point the loader at another site
  * or another model's files.
  */
-export function checkModelFile(file: ModelFile): void {
+export function checkModelFile(file: ManifestFile): void {
   const where = `manifest entry ${JSON.stringify(file?.path)}`;
   if (typeof file?.path !== "string" || file.path === "") {
     throw new WebkilnError(`${where}: "path" must be a non-empty string`);

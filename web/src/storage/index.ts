@@ -6,7 +6,7 @@ export { DEFAULT_CACHE_NAME, cacheKey, cacheAvailable, listCached, deleteCached 
 export type { CachedEntry } from "./cache";
 export { storageEstimate, requestPersistentStorage, formatBytes } from "./quota";
 export type { StorageEstimate } from "./quota";
-export { checkModelFile, type ModelFile } from "./files";
+export { checkModelFile } from "./files";
 export { sha256Hex } from "./integrity";
 export {
   MANIFEST_CACHE_NAME,

@@ -2,9 +2,10 @@
 // there, otherwise from the network; every byte is checked against the manifest
 // before it is used or cached.
 
-import { IntegrityError, NetworkError, WebkilnError } from "../engine/errors";
+import { IntegrityError, NetworkError, WebkilnError } from "../base/errors";
 import { DEFAULT_CACHE_NAME, cacheAvailable, cacheKey, cacheResponse } from "./cache";
-import { checkModelFile, type ModelFile } from "./files";
+import type { ManifestFile } from "../base/manifest_types";
+import { checkModelFile } from "./files";
 import { sha256Hex } from "./integrity";
 import { runLimited } from "./pool";
 import { requestPersistentStorage, storageEstimate } from "./quota";
@@ -50,7 +51,7 @@ export const DEFAULT_CONCURRENCY = 4;
 
 // Distinct contents to load, and every manifest path that names them.
 interface Content {
-  file: ModelFile; // the first entry with this sha256
+  file: ManifestFile; // the first entry with this sha256
   paths: string[];
   cached?: Response;
 }
@@ -65,7 +66,7 @@ interface Content {
  */
 export async function loadFiles(
   baseUrl: string,
-  files: readonly ModelFile[],
+  files: readonly ManifestFile[],
   options: LoadOptions = {},
 ): Promise<Map<string, ArrayBuffer>> {
   const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
@@ -158,7 +159,7 @@ export async function loadFiles(
 }
 
 // Checks the entries and groups them by SHA-256: identical contents load once.
-function groupByContent(files: readonly ModelFile[]): Map<string, Content> {
+function groupByContent(files: readonly ManifestFile[]): Map<string, Content> {
   const contents = new Map<string, Content>();
   const paths = new Set<string>();
   for (const file of files) {
@@ -218,7 +219,7 @@ async function readCached(content: Content, cache: Cache, options: LoadOptions):
 }
 
 async function download(
-  file: ModelFile,
+  file: ManifestFile,
   url: string,
   signal: AbortSignal,
   onBytes: (n: number) => void,
@@ -279,7 +280,7 @@ async function readBody(response: Response, expected: number, onBytes: (n: numbe
   return length === buffer.byteLength ? buffer : buffer.slice(0, length);
 }
 
-async function verify(file: ModelFile, url: string, bytes: Uint8Array): Promise<void> {
+async function verify(file: ManifestFile, url: string, bytes: Uint8Array): Promise<void> {
   const actual = await sha256Hex(bytes);
   if (actual !== file.sha256 || bytes.byteLength !== file.size) {
     throw new IntegrityError(

@@ -3,10 +3,11 @@
 // of the content-addressed file store (sizes, deletion that spares shared shards).
 // No DOM use: works in a page and in a Web Worker.
 
-import type { CachedModel, ModelInfo, StorageInfo } from "../engine/api";
-import { NetworkError, WebkilnError } from "../engine/errors";
+import type { CachedModel, ModelInfo, StorageInfo } from "../base/types";
+import { NetworkError, WebkilnError } from "../base/errors";
 import { DEFAULT_CACHE_NAME, cacheAvailable, cacheKey } from "./cache";
-import { checkModelFile, type ModelFile } from "./files";
+import type { ManifestFile } from "../base/manifest_types";
+import { checkModelFile } from "./files";
 
 /**
  * The Cache API store for JSON documents, keyed by their own URL. Separate from the
@@ -240,7 +241,7 @@ async function storedKeys(cacheName: string): Promise<Set<string>> {
 }
 
 interface ManifestFiles {
-  files: ModelFile[];
+  files: ManifestFile[];
   /** Model library file of each backend ("webgpu-f32.wasm", ...); empty if none are named. */
   libraries: string[];
   /** Whether the manifest came from the stored copy (the model was loaded and not deleted). */
@@ -267,8 +268,8 @@ async function manifestFiles(manifestUrl: string, options: { storedOnly?: boolea
   if (typeof m !== "object" || m === null || !Array.isArray(m.files)) {
     return null;
   }
-  const files: ModelFile[] = [];
-  for (const file of m.files as ModelFile[]) {
+  const files: ManifestFile[] = [];
+  for (const file of m.files as ManifestFile[]) {
     try {
       checkModelFile(file);
     } catch (error) {
@@ -288,7 +289,7 @@ async function manifestFiles(manifestUrl: string, options: { storedOnly?: boolea
 
 function describe(model: ModelInfo, manifest: ManifestFiles, stored: Set<string>): CachedModel {
   const { files, libraries } = manifest;
-  const has = (f: ModelFile) => stored.has(cacheKey(f.sha256));
+  const has = (f: ManifestFile) => stored.has(cacheKey(f.sha256));
   let cachedBytes = 0;
   let totalBytes = 0;
   for (const file of distinct(files)) {
@@ -306,8 +307,8 @@ function describe(model: ModelInfo, manifest: ManifestFiles, stored: Set<string>
 }
 
 // One entry per distinct content (the store keeps identical files once).
-function distinct(files: readonly ModelFile[]): ModelFile[] {
-  const seen = new Map<string, ModelFile>();
+function distinct(files: readonly ManifestFile[]): ManifestFile[] {
+  const seen = new Map<string, ManifestFile>();
   for (const file of files) {
     if (!seen.has(file.sha256)) seen.set(file.sha256, file);
   }

@@ -1,7 +1,7 @@
 // Checking, before a download starts, that the browser will let us store it: a quota
 // error halfway through a multi-GB download wastes the user's time and bandwidth.
 
-import { StorageQuotaError } from "../engine/errors";
+import { StorageQuotaError } from "../base/errors";
 
 export interface StorageEstimate {
   /** Bytes this origin uses now. */

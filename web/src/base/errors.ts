@@ -67,17 +67,47 @@ export class OutOfMemoryError extends WebkilnError {}
 /** The engine's Worker failed or was terminated. */
 export class EngineCrashedError extends WebkilnError {}
 
-/** Error classes by name, to rebuild typed errors that crossed a Worker boundary. */
-export const ERROR_CLASSES: Record<string, new (message: string) => WebkilnError> = {
+/** A scheduler config value the browser cannot use; `field` is the config key. */
+export class SchedulerConfigError extends WebkilnError {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(`scheduler config: ${field}: ${message}`);
+  }
+}
+
+/**
+ * An image run stopped through its AbortSignal. Named "AbortError", as fetch's aborts are,
+ * so callers test one name for every kind of abort.
+ */
+export class ImageGenerationAborted extends WebkilnError {
+  override name = "AbortError";
+  constructor(readonly step: number) {
+    super(`image generation aborted before step ${step + 1}`);
+  }
+}
+
+/**
+ * Every error class above by its class name, to rebuild typed errors that crossed a
+ * Worker boundary (structured clone keeps only plain data). Keyed by class name, not by
+ * `error.name`: ImageGenerationAborted's name is "AbortError".
+ */
+export const ERROR_CLASSES: Record<string, { prototype: WebkilnError }> = {
   WebkilnError,
+  WebGPUUnavailableError,
   ModuleLoadError,
   IntegrityError,
+  NetworkError,
   StorageQuotaError,
   ModelLoadError,
   UnsupportedDeviceError,
   ContextWindowError,
+  InvalidRequestError,
   ModelNotLoadedError,
   DeviceLostError,
   OutOfMemoryError,
   EngineCrashedError,
+  SchedulerConfigError,
+  ImageGenerationAborted,
 };
