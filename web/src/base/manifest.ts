@@ -66,3 +66,11 @@ export function defaultScheduler(manifest: ImageManifest): SchedulerName {
   }
   return "euler";
 }
+
+/** Chat manifests of this format name no tokenizer: theirs is always this file (docs/FORMAT.md). */
+const CHAT_TOKENIZER_FILE = "tokenizer.json";
+
+/** The manifest's tokenizer file (a path of `files`). */
+export function tokenizerFile(manifest: Manifest): string {
+  return manifest.task === "image" ? manifest.tokenizer.file : CHAT_TOKENIZER_FILE;
+}

@@ -3,28 +3,21 @@
 // in one module), its weight set, the CLIP tokenizer, and an ImagePipeline on top.
 
 import type * as tvmjs from "@mlc-ai/web-runtime";
-import { InvalidRequestError, ModelLoadError, UnsupportedDeviceError } from "../base/errors";
-import { createWebGPUDevice, loadModule, type GPUContext, type LoadedModule } from "../base/tvm";
+import { InvalidRequestError, ModelLoadError } from "../base/errors";
 import {
   defaultScheduler,
-  parseManifest,
   type ImageBackendEntry,
   type ImageComponentName,
   type ImageManifest,
-  type ImageTensorRecord,
   type SchedulerName,
 } from "../base/manifest";
-import { Tokenizer } from "../base/tokenizer";
-import { fetchJsonCached, loadFiles, type LoadOptions } from "../storage";
+import type { Tokenizer } from "../base/tokenizer";
+import { fetchManifest, loadCompiledModel, type LoadCompiledOptions } from "../compiled/load";
+import { uploadWeights } from "../compiled/weights";
 import { type DecodedImage, type GenerateResult, ImagePipeline } from "./pipeline";
 import type { SchedulerConfig } from "./schedulers";
 
-export interface LoadImageOptions extends Pick<LoadOptions, "onProgress" | "onCorruptCacheEntry" | "cacheName" | "signal"> {
-  /** "webgpu-f32" or "webgpu-f16"; default: f16 when built and the device has shader-f16, else f32. */
-  backend?: string;
-  /** The WebGPU device to use; default: a new one. */
-  gpu?: GPUContext;
-}
+export type LoadImageOptions = LoadCompiledOptions;
 
 export interface ImageGenerateOptions {
   prompt: string;
@@ -64,73 +57,6 @@ export interface ImageGeneration extends GenerateResult {
   previewMs: number;
 }
 
-function chooseBackend(manifest: ImageManifest, gpu: GPUContext, requested?: string): [string, ImageBackendEntry] {
-  const names = Object.keys(manifest.backends);
-  const fits = (entry: ImageBackendEntry) => entry.required_features.every((f) => gpu.features.includes(f));
-  if (requested) {
-    const entry = manifest.backends[requested];
-    if (!entry) throw new ModelLoadError(`Model ${manifest.id} has no backend '${requested}' (it has: ${names.join(", ")}).`);
-    if (!fits(entry)) {
-      const missing = entry.required_features.filter((f) => !gpu.features.includes(f));
-      throw new UnsupportedDeviceError(
-        `Backend ${requested} of ${manifest.id} needs WebGPU feature(s) ${missing.join(", ")}, which this device lacks. Use the webgpu-f32 backend.`,
-      );
-    }
-    return [requested, entry];
-  }
-  for (const name of ["webgpu-f16", "webgpu-f32"]) {
-    const entry = manifest.backends[name];
-    if (entry && fits(entry)) return [name, entry];
-  }
-  throw new UnsupportedDeviceError(`No backend of ${manifest.id} runs on this device (it has: ${names.join(", ")}).`);
-}
-
-function checkLimits(manifest: ImageManifest, backend: string, entry: ImageBackendEntry, gpu: GPUContext): void {
-  for (const [limit, needed] of Object.entries(entry.required_limits ?? {})) {
-    const have = gpu.limits[limit];
-    if (have !== undefined && have < needed) {
-      throw new UnsupportedDeviceError(
-        `Model ${manifest.id} (${backend}) needs ${limit} >= ${needed} bytes but this GPU allows ${have}. ` +
-          "Choose a smaller image size or model.",
-      );
-    }
-  }
-}
-
-/** The parameters of one component (records in entry-point order), assembled from shard pieces. */
-function componentParams(
-  mod: LoadedModule,
-  records: ImageTensorRecord[],
-  shards: Uint8Array[],
-): tvmjs.TVMArray {
-  const { tvm, device } = mod;
-  return tvm.withNewScope(() => {
-    const tensors = records.map((r) => {
-      let bytes: Uint8Array;
-      const only = r.pieces.length === 1 ? r.pieces[0] : undefined;
-      if (only) {
-        const shard = shards[only.shard];
-        if (!shard) throw new ModelLoadError(`tensor ${r.component}/${r.name} refers to missing shard ${only.shard}`);
-        bytes = shard.subarray(only.offset, only.offset + only.nbytes);
-      } else {
-        bytes = new Uint8Array(r.nbytes);
-        let at = 0;
-        for (const piece of r.pieces) {
-          const shard = shards[piece.shard];
-          if (!shard) throw new ModelLoadError(`tensor ${r.component}/${r.name} refers to missing shard ${piece.shard}`);
-          bytes.set(shard.subarray(piece.offset, piece.offset + piece.nbytes), at);
-          at += piece.nbytes;
-        }
-      }
-      if (bytes.length !== r.nbytes) {
-        throw new ModelLoadError(`tensor ${r.component}/${r.name} has ${bytes.length} bytes in its shards, expected ${r.nbytes}`);
-      }
-      return tvm.empty(r.shape, r.dtype, device).copyFromRawBytes(bytes);
-    });
-    return tvm.detachFromCurrentScope(tvm.makeTVMArray(tensors));
-  });
-}
-
 export class ImageModel {
   private constructor(
     readonly manifest: ImageManifest,
@@ -153,32 +79,25 @@ export class ImageModel {
   }
 
   static async load(manifestUrl: string, options: LoadImageOptions = {}): Promise<ImageModel> {
-    const manifest = parseManifest((await fetchJsonCached(manifestUrl, { signal: options.signal })).data, manifestUrl);
-    if (manifest.task !== "image") {
-      throw new ModelLoadError(`${manifest.id} is a '${manifest.task}' model, not an image model.`);
-    }
-    const gpu = options.gpu ?? (await createWebGPUDevice());
-    const [backend, entry] = chooseBackend(manifest, gpu, options.backend);
-    checkLimits(manifest, backend, entry, gpu);
-    const weights = manifest.tensors[entry.tensors];
-    if (!weights) throw new ModelLoadError(`${manifest.id}: backend ${backend} reads weight set '${entry.tensors}', which the manifest lacks.`);
-    const tokenizerFile = manifest.tokenizer.file ?? "tokenizer.json";
-    const wanted = new Set([entry.wasm, tokenizerFile, ...weights.shards]);
-    const files = await loadFiles(manifestUrl, manifest.files.filter((f) => wanted.has(f.path)), options);
-    const get = (path: string): ArrayBuffer => {
-      const data = files.get(path);
-      if (!data) throw new ModelLoadError(`${path} is listed by the manifest but was not loaded`);
-      return data;
+    const manifest = await fetchManifest(manifestUrl, "image", options.signal);
+    const weightSet = (backend: string, entry: ImageBackendEntry) => {
+      const weights = manifest.tensors[entry.tensors];
+      if (!weights) throw new ModelLoadError(`${manifest.id}: backend ${backend} reads weight set '${entry.tensors}', which the manifest lacks.`);
+      return weights;
     };
-    const tokenizer = await Tokenizer.fromJSON(get(tokenizerFile));
-    let mod: LoadedModule | undefined;
+    const compiled = await loadCompiledModel(
+      manifestUrl,
+      manifest,
+      { shardsOf: (backend, entry) => weightSet(backend, entry).shards, smaller: "a smaller image size or model" },
+      options,
+    );
+    const { backend, entry, mod, tokenizer } = compiled;
+    const weights = weightSet(backend, entry);
     const params: tvmjs.TVMArray[] = [];
     try {
-      mod = await loadModule(get(entry.wasm), "webgpu", gpu);
-      const shards = weights.shards.map((p) => new Uint8Array(get(p)));
       const byComponent = (c: ImageComponentName) => weights.records.filter((r) => r.component === c);
       const [te, unet, vae] = (["text_encoder", "unet", "vae"] as const).map((c) => {
-        const p = componentParams(mod as LoadedModule, byComponent(c), shards);
+        const p = uploadWeights(mod, byComponent(c), compiled.shards);
         params.push(p);
         return p;
       }) as [tvmjs.TVMArray, tvmjs.TVMArray, tvmjs.TVMArray];
@@ -209,8 +128,7 @@ export class ImageModel {
       return new ImageModel(manifest, backend, tokenizer, pipeline);
     } catch (error) {
       for (const p of params) p.dispose();
-      mod?.dispose();
-      tokenizer.dispose();
+      compiled.dispose();
       throw error;
     }
   }

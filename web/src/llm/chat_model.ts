@@ -2,20 +2,16 @@
 // The VM entry points are those of python/webkiln/models/llm.py.
 
 import type * as tvmjs from "@mlc-ai/web-runtime";
-import { ContextWindowError, ModelLoadError, UnsupportedDeviceError } from "../base/errors";
-import { createWebGPUDevice, loadModule, type GPUContext, type LoadedModule } from "../base/tvm";
-import { fetchJsonCached, loadFiles, type LoadOptions } from "../storage";
-import { parseManifest, type BackendEntry, type ChatManifest } from "../base/manifest";
+import { ContextWindowError } from "../base/errors";
+import type { ChatManifest } from "../base/manifest";
 import { Pcg32 } from "../base/prng";
+import type { Tokenizer } from "../base/tokenizer";
+import type { LoadedModule } from "../base/tvm";
+import { fetchManifest, loadCompiledModel, type LoadCompiledOptions } from "../compiled/load";
+import { uploadWeights } from "../compiled/weights";
 import { argmax, sample } from "./sampling";
-import { Tokenizer } from "../base/tokenizer";
 
-export interface LoadChatOptions extends Pick<LoadOptions, "onProgress" | "onCorruptCacheEntry" | "cacheName" | "signal"> {
-  /** "webgpu-f32" or "webgpu-f16"; default: f16 when the build has it and the device supports it. */
-  backend?: string;
-  /** The WebGPU device to use (the engine creates it to watch for device loss); default: a new one. */
-  gpu?: GPUContext;
-}
+export type LoadChatOptions = LoadCompiledOptions;
 
 export interface GenerateOptions {
   maxTokens?: number;
@@ -54,36 +50,6 @@ function topTwoGap(logits: Float32Array): number {
     }
   }
   return a - b;
-}
-
-function chooseBackend(manifest: ChatManifest, gpu: GPUContext, requested?: string): [string, BackendEntry] {
-  const names = Object.keys(manifest.backends);
-  const fits = (entry: BackendEntry) => entry.required_features.every((f) => gpu.features.includes(f));
-  if (requested) {
-    const entry = manifest.backends[requested];
-    if (!entry) throw new ModelLoadError(`Model ${manifest.id} has no backend '${requested}' (it has: ${names.join(", ")}).`);
-    if (!fits(entry)) {
-      const missing = entry.required_features.filter((f) => !gpu.features.includes(f));
-      throw new UnsupportedDeviceError(`Backend ${requested} of ${manifest.id} needs WebGPU feature(s) ${missing.join(", ")}, which this device lacks. Use the webgpu-f32 backend.`);
-    }
-    return [requested, entry];
-  }
-  for (const name of ["webgpu-f16", "webgpu-f32"]) {
-    const entry = manifest.backends[name];
-    if (entry && fits(entry)) return [name, entry];
-  }
-  throw new UnsupportedDeviceError(`No backend of ${manifest.id} runs on this device (it has: ${names.join(", ")}).`);
-}
-
-function checkLimits(manifest: ChatManifest, entry: BackendEntry, gpu: GPUContext): void {
-  for (const [limit, needed] of Object.entries(entry.required_limits)) {
-    const have = gpu.limits[limit];
-    if (have !== undefined && have < needed) {
-      throw new UnsupportedDeviceError(
-        `Model ${manifest.id} needs ${limit} >= ${needed} bytes but this GPU allows ${have}. Choose a smaller model or quantization.`,
-      );
-    }
-  }
 }
 
 export class ChatModel {
@@ -133,39 +99,21 @@ export class ChatModel {
   }
 
   static async load(manifestUrl: string, options: LoadChatOptions = {}): Promise<ChatModel> {
-    // Network first; the copy stored on an earlier load when offline (NetworkError if none).
-    const manifest = parseManifest((await fetchJsonCached(manifestUrl, { signal: options.signal })).data, manifestUrl);
-    if (manifest.task !== "chat") throw new ModelLoadError(`${manifest.id} is a '${manifest.task}' model, not a chat model.`);
-    const gpu = options.gpu ?? (await createWebGPUDevice());
-    const [backend, entry] = chooseBackend(manifest, gpu, options.backend);
-    checkLimits(manifest, entry, gpu);
-    const wanted = new Set([entry.wasm, "tokenizer.json", ...manifest.tensors.shards]);
-    const files = await loadFiles(manifestUrl, manifest.files.filter((f) => wanted.has(f.path)), options);
-    const get = (path: string): ArrayBuffer => {
-      const data = files.get(path);
-      if (!data) throw new ModelLoadError(`${path} is listed by the manifest but was not loaded`);
-      return data;
-    };
-    const tokenizer = await Tokenizer.fromJSON(get("tokenizer.json"));
-    const mod = await loadModule(get(entry.wasm), "webgpu", gpu);
-    const { tvm, device } = mod;
-    const shards = manifest.tensors.shards.map((p) => new Uint8Array(get(p)));
-    const params = tvm.withNewScope(() => {
-      const tensors = manifest.tensors.records.map((r) => {
-        const bytes = new Uint8Array(r.nbytes);
-        let at = 0;
-        for (const piece of r.pieces) {
-          const shard = shards[piece.shard];
-          if (!shard) throw new ModelLoadError(`tensor ${r.name} refers to missing shard ${piece.shard}`);
-          bytes.set(shard.subarray(piece.offset, piece.offset + piece.nbytes), at);
-          at += piece.nbytes;
-        }
-        return tvm.empty(r.shape, r.dtype, device).copyFromRawBytes(bytes);
-      });
-      return tvm.detachFromCurrentScope(tvm.makeTVMArray(tensors));
-    });
-    await device.sync();
-    return new ChatModel(manifest, backend, tokenizer, mod, params);
+    const manifest = await fetchManifest(manifestUrl, "chat", options.signal);
+    const compiled = await loadCompiledModel(
+      manifestUrl,
+      manifest,
+      { shardsOf: () => manifest.tensors.shards, smaller: "a smaller model or quantization" },
+      options,
+    );
+    try {
+      const params = uploadWeights(compiled.mod, manifest.tensors.records, compiled.shards);
+      await compiled.mod.device.sync();
+      return new ChatModel(manifest, compiled.backend, compiled.tokenizer, compiled.mod, params);
+    } catch (error) {
+      compiled.dispose();
+      throw error;
+    }
   }
 
   /** Runs `ids` through the model after the cached tokens; returns the last position's logits. */

@@ -1,0 +1,98 @@
+// Loading a compiled model, the part chat and image models share: the manifest (checked),
+// the backend this device runs (features and limits), that backend's files from storage
+// (verified, cached), the tokenizer the manifest names, and the library on the device.
+// Each task then builds its weights and entry points on top (llm/chat_model.ts,
+// image/image_model.ts).
+
+import { ModelLoadError } from "../base/errors";
+import { parseManifest, tokenizerFile, type ChatManifest, type ImageManifest, type Manifest } from "../base/manifest";
+import { Tokenizer } from "../base/tokenizer";
+import { createWebGPUDevice, loadModule, type GPUContext, type LoadedModule } from "../base/tvm";
+import { fetchJsonCached, loadFiles, type LoadOptions } from "../storage";
+import { checkLimits, chooseBackend } from "./backend";
+
+export interface LoadCompiledOptions extends Pick<LoadOptions, "onProgress" | "onCorruptCacheEntry" | "cacheName" | "signal"> {
+  /** "webgpu-f32" or "webgpu-f16"; default: f16 when the build has it and the device supports it. */
+  backend?: string;
+  /** The WebGPU device to use (the engine creates it to watch for device loss); default: a new one. */
+  gpu?: GPUContext;
+}
+
+const TASK_NOUN = { chat: "a chat model", image: "an image model" } as const;
+
+/** The manifest at `manifestUrl` (network first, else the copy stored offline), which must be of `task`. */
+export async function fetchManifest(manifestUrl: string, task: "chat", signal?: AbortSignal): Promise<ChatManifest>;
+export async function fetchManifest(manifestUrl: string, task: "image", signal?: AbortSignal): Promise<ImageManifest>;
+export async function fetchManifest(manifestUrl: string, task: Manifest["task"], signal?: AbortSignal): Promise<Manifest> {
+  const manifest = parseManifest((await fetchJsonCached(manifestUrl, { signal })).data, manifestUrl);
+  if (manifest.task !== task) {
+    throw new ModelLoadError(`${manifest.id} is a '${manifest.task}' model, not ${TASK_NOUN[task]}.`);
+  }
+  return manifest;
+}
+
+/** A compiled model on the device, before its task adds weights and entry points. */
+export interface CompiledModel<M extends Manifest> {
+  manifest: M;
+  backend: string;
+  entry: M["backends"][string];
+  tokenizer: Tokenizer;
+  mod: LoadedModule;
+  /** The shards of the backend's weights, in the order the tensor records number them. */
+  shards: Uint8Array[];
+  /** Frees the library and the tokenizer (for a task whose own setup fails). */
+  dispose(): void;
+}
+
+export interface CompiledModelSpec<M extends Manifest> {
+  /** The shard paths the chosen backend reads (ModelLoadError when the manifest lacks them). */
+  shardsOf(backend: string, entry: M["backends"][string]): string[];
+  /** What to choose instead when the device's limits are too small, e.g. "a smaller model or quantization". */
+  smaller: string;
+}
+
+export async function loadCompiledModel<M extends Manifest>(
+  manifestUrl: string,
+  manifest: M,
+  spec: CompiledModelSpec<M>,
+  options: LoadCompiledOptions,
+): Promise<CompiledModel<M>> {
+  const gpu = options.gpu ?? (await createWebGPUDevice());
+  const [backend, entry] = chooseBackend<M["backends"][string]>(
+    manifest.id,
+    manifest.backends as Record<string, M["backends"][string]>,
+    gpu,
+    options.backend,
+  );
+  checkLimits(manifest.id, backend, entry, gpu, spec.smaller);
+  const shardPaths = spec.shardsOf(backend, entry);
+  const tokenizerPath = tokenizerFile(manifest);
+  const wanted = new Set([entry.wasm, tokenizerPath, ...shardPaths]);
+  const files = await loadFiles(manifestUrl, manifest.files.filter((f) => wanted.has(f.path)), options);
+  const get = (path: string): ArrayBuffer => {
+    const data = files.get(path);
+    if (!data) throw new ModelLoadError(`${path} is listed by the manifest but was not loaded`);
+    return data;
+  };
+  const shards = shardPaths.map((p) => new Uint8Array(get(p)));
+  const tokenizer = await Tokenizer.fromJSON(get(tokenizerPath));
+  let mod: LoadedModule;
+  try {
+    mod = await loadModule(get(entry.wasm), "webgpu", gpu);
+  } catch (error) {
+    tokenizer.dispose();
+    throw error;
+  }
+  return {
+    manifest,
+    backend,
+    entry,
+    tokenizer,
+    mod,
+    shards,
+    dispose() {
+      mod.dispose();
+      tokenizer.dispose();
+    },
+  };
+}
