@@ -124,7 +124,10 @@ async function runUnitTests() {
   const unit = path.join(repo, "tests/web/unit");
   const outdir = path.join(here, "dist/unit-tests");
   fs.rmSync(outdir, { recursive: true, force: true });
-  const entryPoints = fs.readdirSync(unit).filter((name) => name.endsWith(".test.ts")).map((name) => path.join(unit, name));
+  const entryPoints = fs
+    .readdirSync(unit)
+    .filter((name) => name.endsWith(".test.ts"))
+    .map((name) => path.join(unit, name));
   if (entryPoints.length === 0) {
     throw new Error(`no unit tests (*.test.ts) in ${unit}`);
   }
@@ -141,7 +144,9 @@ async function runUnitTests() {
   });
   // Explicit files: Node 20 reads a directory argument, later versions read globs instead.
   const files = entryPoints.map((entry) => path.join(outdir, path.basename(entry, ".ts") + ".mjs"));
-  const run = spawnSync(process.execPath, ["--enable-source-maps", "--test", ...files], { stdio: "inherit" });
+  const run = spawnSync(process.execPath, ["--enable-source-maps", "--test", "--test-reporter=spec", ...files], {
+    stdio: "inherit",
+  });
   process.exitCode = run.status ?? 1;
 }
 
