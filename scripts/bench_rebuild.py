@@ -15,7 +15,7 @@ import tempfile
 import time
 
 import webkiln
-from webkiln.package.model import build_chat_model
+from webkiln.package.chat_build import build_chat_model
 from webkiln.sources import load_source
 from webkiln.sources.default_model import fetch_default_model
 from webkiln.toolchain.link import LinkMode

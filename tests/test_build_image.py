@@ -247,13 +247,11 @@ def test_merged_library_with_split_token_table_matches_diffusers(tiny, tmp_path)
     import tvm
     from tvm import relax
     from webkiln.compile.build import build_module
-    from webkiln.package.image_model import (
-        BackendPlan,
-        _arrays,
-        analyze_buffers,
-        export_components,
-        image_shape,
-    )
+    from webkiln.package.image.buffers import analyze_buffers
+    from webkiln.package.image.plan import BackendPlan
+    from webkiln.package.image.shape import image_shape
+    from webkiln.package.image.surgery import export_components
+    from webkiln.package.image.weights import weight_arrays
 
     pipe, folder = tiny
     loaded = load_source(folder)
@@ -265,7 +263,7 @@ def test_merged_library_with_split_token_table_matches_diffusers(tiny, tmp_path)
         ("embeddings.token_embedding.parts.2.weight", 800)]
     plan = BackendPlan("native", "float32", mod, specs, splits, {})
     params: dict[str, list[np.ndarray]] = {}
-    for name, array in _arrays(loaded, plan):
+    for name, array in weight_arrays(loaded, plan):
         params.setdefault(name.split("/")[0], []).append(array)
     assert analyze_buffers(mod, tvm.target.Target("llvm"))["vae"].largest_bytes == 1024 * 1024 * 4
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(build_module(mod, "native-cpu", tmp_path / "m.so"))),

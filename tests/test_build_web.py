@@ -196,7 +196,7 @@ class Build:
 
 
 def _build(source, out_root: Path, quantization: str, **kwargs) -> Build:
-    from webkiln.package.model import build_chat_model
+    from webkiln.package.chat_build import build_chat_model
 
     log: list[str] = []
     path = build_chat_model(source, out_root, quantization, link_mode=LinkMode.FAST, log=log.append, **kwargs)
@@ -474,7 +474,7 @@ def test_unknown_quantization_is_a_usage_error(tmp_path, capsys, tiny_llama):
 
 def test_failure_mid_build_leaves_nothing_and_keeps_the_earlier_build(
         private_cache, tmp_path, capsys, tiny_llama, monkeypatch):
-    import webkiln.package.model as model_module
+    import webkiln.package.chat_build as model_module
 
     out = tmp_path / "models"
     code, err = _run_cli(capsys, out, "--model", str(tiny_llama.folder), "--quantization", "q4f32", "--id", "tiny")

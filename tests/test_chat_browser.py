@@ -38,7 +38,7 @@ TIE_MARGIN = 1e-3
 
 @pytest.fixture(scope="session")
 def chat_site(tmp_path_factory, smollm2_gguf, test_site):  # noqa: F811
-    from webkiln.package.model import build_chat_model
+    from webkiln.package.chat_build import build_chat_model
     from webkiln.sources import load_source
     from webkiln.toolchain.link import LinkMode
 
@@ -142,7 +142,7 @@ def test_prefix_reuse_matches_fresh_prefill(chat_page, smollm2_gguf):  # noqa: F
 def test_q0f16_runs_on_the_f32_library(browser, test_site, tiny_llama, tmp_path):  # noqa: F811
     """q0f16 weights (f16 halves packed in uint32) run on the webgpu-f32 library, which
     needs no shader-f16: greedy tokens equal transformers' on the f16-rounded weights."""
-    from webkiln.package.model import build_chat_model
+    from webkiln.package.chat_build import build_chat_model
     from webkiln.quant.convert import plan_weights
     from webkiln.quant.schemes import get_scheme
     from webkiln.sources import load_source

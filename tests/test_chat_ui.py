@@ -30,7 +30,7 @@ PHONE = {"width": 390, "height": 844}
 @pytest.fixture(scope="module")
 def tiny_site(tmp_path_factory, tiny_llama, test_site):  # noqa: F811
     """A copy of site/ with the tiny random Llama (ChatML template) as its only model."""
-    from webkiln.package.model import build_chat_model
+    from webkiln.package.chat_build import build_chat_model
     from webkiln.sources import load_source
     from webkiln.toolchain.link import LinkMode
 

@@ -67,7 +67,7 @@ def check_chunks(chunks: list[dict], include_usage: bool) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_site(tmp_path_factory, tiny_llama, test_site):  # noqa: F811
-    from webkiln.package.model import build_chat_model
+    from webkiln.package.chat_build import build_chat_model
     from webkiln.sources import load_source
     from webkiln.toolchain.link import LinkMode
 
@@ -370,7 +370,7 @@ def test_chat_templates_render_as_transformers(browser, chat_site, tiny_qwen2, t
     against transformers' apply_chat_template on the same files."""
     from transformers import AutoTokenizer
 
-    from webkiln.package.model import build_chat_model
+    from webkiln.package.chat_build import build_chat_model
     from webkiln.sources import load_source
     from webkiln.toolchain.link import LinkMode
 

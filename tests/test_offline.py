@@ -26,7 +26,7 @@ LAUNCH_ARGS = ["--enable-unsafe-webgpu", "--disable-quic"]
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, test_site, tiny_llama):  # noqa: F811
     """A site copy with the tiny Llama built twice: q4f32 and q4f16."""
-    from webkiln.package.model import build_chat_model
+    from webkiln.package.chat_build import build_chat_model
     from webkiln.sources import load_source
     from webkiln.toolchain.link import LinkMode
 

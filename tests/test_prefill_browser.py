@@ -74,7 +74,7 @@ def native(tiny64, tmp_path_factory):
 @pytest.fixture(scope="module")
 def chat(browser, test_site, tiny64, tmp_path_factory):
     """A page with the chat handle, and a function loading one of MODELS into it."""
-    from webkiln.package.model import build_chat_model
+    from webkiln.package.chat_build import build_chat_model
     from webkiln.sources import load_source
     from webkiln.toolchain.link import LinkMode
 

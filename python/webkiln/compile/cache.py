@@ -23,7 +23,7 @@ from ..toolchain.paths import cache_dir
 _PACKAGE = Path(__file__).resolve().parents[1]
 # Sources whose content shapes the compiled library.
 _CODE = ("models/llm.py", "quant/formats.py", "compile/build.py", "compile/schedules.py", "compile/targets.py",
-         "toolchain/link.py", "package/image_model.py",  # image_model.py merges the components, splits tables
+         "toolchain/link.py", "package/image/surgery.py",  # merges the components, splits tables
          *sorted(p.relative_to(_PACKAGE).as_posix() for p in (_PACKAGE / "models" / "diffusion").glob("*.py")))
 
 

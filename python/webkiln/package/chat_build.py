@@ -1,0 +1,166 @@
+"""`build_web --model <chat model>`: source -> site/models/<id>/ (manifest, shards,
+tokenizer, wasm), written atomically (publish.py). Its format is documented in
+docs/FORMAT.md; manifest.json (manifest.py) is the single description of a built model."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import __version__
+from ..compile.build import build_module
+from ..compile.cache import cached_library
+from ..compile.targets import get_target
+from ..models.llm import export
+from ..quant.convert import convert_params, plan_weights
+from ..quant.schemes import get_scheme
+from ..model_source import LlmConfig, ModelSource
+from ..toolchain.link import LinkMode
+from .manifest import (
+    MANIFEST_FORMAT,
+    BackendEntry,
+    ChatGeneration,
+    ChatManifest,
+    ChatMemory,
+    ChatTensors,
+    KvCache,
+    SourceInfo,
+    TensorRecord,
+)
+from .progress import Progress
+from .publish import check_model_id, default_model_id, folder_files, publish, staging_folder, write_manifest
+from .shards import write_shards
+
+PAGE_SIZE = 16
+DEFAULT_CONTEXT = 2048
+DEFAULT_PREFILL_CHUNK = 512
+# Sampling defaults of every chat model; a source's generation_config overrides them.
+GENERATION_DEFAULTS = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512}
+
+
+def build_chat_model(
+    source: ModelSource,
+    out_root: str | Path,
+    quantization: str = "q4f32",
+    model_id: str | None = None,
+    context_window: int = DEFAULT_CONTEXT,
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+    link_mode: LinkMode = LinkMode.RELEASE,
+    log: Callable[[str], None] = print,
+) -> Path:
+    scheme = get_scheme(quantization)
+    cfg = source.config
+    model_id = check_model_id(model_id or default_model_id(source, scheme.name))
+    context_window = min(context_window, cfg.context_length)
+    out_root = Path(out_root)
+    # Weights are stored the same way whatever the activation dtype (f32 scales; q0f16's
+    # f16 values packed in uint32), so one set of shards serves an f32 library (any
+    # device) and an f16 one (shader-f16).
+    backends = [("webgpu-f32", "float32")]
+    if scheme.activation_dtype == "float16":
+        backends.append(("webgpu-f16", "float16"))
+    progress = Progress(4 + len(backends), log)
+
+    progress.stage(f"planning weights for {scheme.name}")
+    plan = plan_weights(source, scheme, notice=log)
+    progress.done()
+
+    with staging_folder(out_root, model_id) as staging:
+        wasm_files: dict[str, str] = {}
+        params_spec: list[tuple[str, tuple, str]] = []
+        for name, dtype in backends:
+            progress.stage(f"compiling {name} library")
+            spec = get_target("webgpu")
+            # "params" in the key: entries carry the parameter list (older ones did not).
+            parts = {"target": spec.name, "config": dataclasses.asdict(cfg), "plan": plan.formats,
+                     "dtype": dtype, "prefill_chunk": prefill_chunk, "link": link_mode.value,
+                     "info": "params"}
+
+            def build(path: Path, dtype=dtype, spec=spec) -> list:
+                # Exported only on a cache miss: exporting SmolLM2 takes ~6 s, most of a
+                # weights-only rebuild.
+                mod, params = export(cfg, plan, dtype, spec.tvm_target(), prefill_chunk)
+                build_module(mod, spec.name, path, link_mode)
+                return params
+
+            lib, reused, params = cached_library(parts, build)
+            params = [(n, tuple(shape), dt) for n, shape, dt in params]  # JSON gave lists
+            if params_spec and params != params_spec:  # one set of shards serves every backend
+                raise RuntimeError(f"the {name} library takes other parameters than {backends[0][0]}")
+            params_spec = params
+            wasm_files[name] = f"{name}.wasm"
+            shutil.copyfile(lib, staging / wasm_files[name])
+            progress.done("reused from the compile cache" if reused else f"cached as {lib.name}")
+
+        progress.stage("converting weights and writing shards")
+        records, shards = write_shards(convert_params(source, plan, scheme.activation_dtype, params_spec), staging)
+        weight_bytes = sum(s["size"] for s in shards)
+        progress.done(f"{len(shards)} shards, {weight_bytes / 2**20:.1f} MiB")
+
+        progress.stage("writing tokenizer and manifest")
+        (staging / "tokenizer.json").write_text(source.tokenizer_json)
+        largest = _largest_binding(cfg, records, context_window, prefill_chunk, scheme.activation_dtype)
+        kv_bytes = _kv_cache_bytes(cfg, context_window, scheme.activation_dtype)
+        activation_bytes = _activation_bytes(cfg, prefill_chunk, scheme.activation_dtype)
+        generation = {**GENERATION_DEFAULTS, **source.generation_defaults}
+        manifest = ChatManifest(
+            format=MANIFEST_FORMAT,
+            webkiln_version=__version__,
+            id=model_id,
+            task="chat",
+            name=source.name,
+            architecture=cfg.architecture,
+            config=cfg,
+            quantization=scheme.name,
+            activation_dtype=scheme.activation_dtype,
+            source=SourceInfo(source.kind, os.path.basename(source.origin.rstrip("/"))),
+            context_window=context_window,
+            prefill_chunk_size=prefill_chunk,
+            kv_cache=KvCache(PAGE_SIZE, scheme.activation_dtype),
+            chat_template=source.chat_template,
+            bos_token_id=source.bos_token_id,
+            stop_token_ids=source.eos_token_ids,
+            generation=ChatGeneration(
+                generation.pop("temperature"), generation.pop("top_p"), generation.pop("max_tokens"), generation),
+            backends={name: BackendEntry(wasm, ["shader-f16"] if dtype == "float16" else [],
+                                         {"maxStorageBufferBindingSize": largest, "maxBufferSize": largest})
+                      for (name, dtype), wasm in zip(backends, wasm_files.values(), strict=True)},
+            memory=ChatMemory(weight_bytes, kv_bytes, activation_bytes, weight_bytes + kv_bytes + activation_bytes),
+            tensors=ChatTensors([s["path"] for s in shards], [TensorRecord.from_json(r) for r in records]),
+            files=folder_files(staging),
+        )
+        write_manifest(staging, manifest)
+        progress.done()
+
+        final = publish(staging, out_root, model_id)
+    progress.finished(model_id, final)
+    return final
+
+
+def _dtype_bytes(dtype: str) -> int:
+    return 2 if dtype == "float16" else 4
+
+
+def _kv_cache_bytes(cfg: LlmConfig, context: int, dtype: str) -> int:
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * context * _dtype_bytes(dtype)
+
+
+def _activation_bytes(cfg: LlmConfig, chunk: int, dtype: str) -> int:
+    # Largest simultaneous intermediates of a prefill chunk: the fused gate/up output,
+    # the hidden state and residual, the qkv projection, plus f32 logits of one token.
+    b = _dtype_bytes(dtype)
+    qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim
+    return chunk * (2 * cfg.intermediate_size + 3 * cfg.hidden_size + qkv) * b + cfg.vocab_size * 4
+
+
+def _largest_binding(cfg: LlmConfig, records: list[dict], context: int, chunk: int, dtype: str) -> int:
+    """Largest single buffer a kernel binds: a weight tensor, one layer's KV pages,
+    or the biggest activation of a prefill chunk."""
+    b = _dtype_bytes(dtype)
+    pages = -(-context // PAGE_SIZE) + 1
+    kv_layer = pages * 2 * cfg.num_key_value_heads * PAGE_SIZE * cfg.head_dim * b
+    act = chunk * 2 * cfg.intermediate_size * b
+    return max([r["nbytes"] for r in records] + [kv_layer, act, cfg.vocab_size * 4])

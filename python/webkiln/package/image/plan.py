@@ -1,0 +1,80 @@
+"""The plan of an image build, per backend: the merged module, its parameters, their
+splits, the buffer analysis, and the limit check that refuses anything a kernel could not
+bind under `max_binding` (naming the tensor and the fix)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ...compile.targets import get_target
+from ...sources.diffusers_folder import DiffusersPipeline
+from .buffers import Buffers, analyze_buffers
+from .errors import ImageBuildError
+from .schemes import BACKEND_DTYPES, DEFAULT_MAX_BINDING, IMAGE_SCHEMES, MIB
+from .shape import ImageShape, image_shape, is_turbo
+from .surgery import export_components
+
+
+def nbytes(dims: tuple[int, ...] | list[int], dtype: str) -> int:
+    return int(np.prod(dims, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+@dataclasses.dataclass
+class BackendPlan:
+    name: str
+    dtype: str
+    mod: Any
+    specs: dict[str, list[tuple[str, tuple[int, ...], str]]]
+    splits: dict[str, dict[str, tuple[str, int, int]]]
+    buffers: dict[str, Buffers]
+    largest_binding: int = 0  # the backend's required maxStorageBufferBindingSize
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(nbytes(s, d) for specs in self.specs.values() for _, s, d in specs)
+
+
+def _check_limits(plan: BackendPlan, shape: ImageShape, max_binding: int) -> int:
+    """The largest binding of the backend, or ImageBuildError naming what exceeds `max_binding`."""
+    largest = 0
+    for component, specs in plan.specs.items():
+        for name, dims, dtype in specs:
+            size = nbytes(dims, dtype)
+            if size > max_binding:
+                raise ImageBuildError(
+                    f"{component} weight '{name}' {list(dims)} {dtype} is {size / MIB:.1f} MiB, more than the "
+                    f"{max_binding / MIB:g} MiB a kernel may bind (--max-binding-mib); only embedding tables are "
+                    "split into row blocks. Raise --max-binding-mib (devices that allow larger bindings) or use "
+                    "--quantization f16.")
+            largest = max(largest, size)
+        buffers = plan.buffers[component]
+        if buffers.largest_bytes > max_binding:
+            raise ImageBuildError(
+                f"{plan.name}: the {component} {buffers.largest} is {buffers.largest_bytes / MIB:.1f} MiB at "
+                f"{shape.width}x{shape.height} pixels, more than the {max_binding / MIB:g} MiB a kernel may bind "
+                "(--max-binding-mib, default 128: WebGPU's default limit). Build a smaller --size, or raise "
+                "--max-binding-mib for devices that allow larger bindings (desktop GPUs often allow 1-4 GiB).")
+        largest = max(largest, buffers.largest_bytes)
+    return largest
+
+
+def plan_image_model(pipeline: DiffusersPipeline, quantization: str = "f16", size: int | tuple[int, int] | None = None,
+                     turbo: bool | None = None, max_binding: int = DEFAULT_MAX_BINDING,
+                     split_bytes: int | None = None) -> tuple[ImageShape, bool, list[BackendPlan]]:
+    if quantization not in IMAGE_SCHEMES:
+        raise ImageBuildError(f"unknown image quantization '{quantization}'; image models support "
+                              f"{', '.join(IMAGE_SCHEMES)} (f16 also builds the f32 fallback).")
+    turbo = is_turbo(pipeline) if turbo is None else turbo
+    shape = image_shape(pipeline, size, turbo)
+    target = get_target("webgpu").tvm_target()
+    plans = []
+    for name in IMAGE_SCHEMES[quantization]:
+        dtype = BACKEND_DTYPES[name]
+        mod, specs, splits = export_components(pipeline, dtype, shape, split_bytes or max_binding, max_binding)
+        plan = BackendPlan(name, dtype, mod, specs, splits, analyze_buffers(mod, target))
+        plan.largest_binding = _check_limits(plan, shape, max_binding)  # fails before planning the next
+        plans.append(plan)
+    return shape, turbo, plans

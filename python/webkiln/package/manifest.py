@@ -1,0 +1,477 @@
+"""The built-model format (docs/FORMAT.md): manifest.json and models/index.json as typed
+dataclasses. This module is the one owner of their shape.
+
+Both builders construct these objects, `to_json()` writes them, and `from_json()` reads a
+written file back, refusing a key the schema lacks and a missing one, so the Python side
+and a file can never quietly disagree. The browser's types (web/src/base/manifest_types.ts)
+are generated from these classes by `python -m webkiln.package.manifest_ts`; a test fails
+when the checked-in TypeScript drifts from them.
+
+Field conventions the generator also reads (see `optional`, `extra`, `renamed`):
+  - a field whose metadata says `optional` is left out of the JSON when it is None
+    (TypeScript `name?: T`);
+  - a field whose metadata says `extra` holds further keys written inline after the named
+    ones (TypeScript `[key: string]: unknown`), e.g. a scheduler config's own fields;
+  - a field whose metadata has `json` is written under that key (`class` is a Python keyword).
+Dictionary keys keep their insertion order, so the JSON's key order is the fields' order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, Union
+
+from ..errors import WebkilnError
+from ..models.diffusion.config import ClipTextConfig, UNetConfig, VaeConfig
+from ..model_source import LlmConfig
+
+# Version of the layout below: the browser refuses a manifest or index of another one.
+MANIFEST_FORMAT = 1
+
+SchedulerName = Literal["euler", "euler_a", "dpmpp_2m"]
+# diffusers scheduler classes the browser implements, by the API's name for each (the one
+# scheduler vocabulary: request field, engine, pipeline, UI). A model made with another
+# class (e.g. PNDMScheduler) is built all the same and sampled with "euler" by default.
+SCHEDULER_CLASSES: dict[str, SchedulerName] = {
+    "EulerDiscreteScheduler": "euler",
+    "EulerAncestralDiscreteScheduler": "euler_a",
+    "DPMSolverMultistepScheduler": "dpmpp_2m",
+}
+
+ImageComponentName = Literal["text_encoder", "unet", "vae"]
+FloatDType = Literal["float32", "float16"]
+
+
+class ManifestError(WebkilnError, ValueError):
+    """A manifest or index file that does not have the schema's shape; names the key."""
+
+
+def optional(**kwargs: Any) -> Any:
+    """A field left out of the JSON when None."""
+    return field(default=None, metadata={"optional": True}, **kwargs)
+
+
+def extra() -> Any:
+    """Further keys, written inline after the named fields."""
+    return field(default_factory=dict, metadata={"extra": True})
+
+
+def renamed(key: str) -> Any:
+    return field(metadata={"json": key})
+
+
+def json_key(f: dataclasses.Field) -> str:
+    return f.metadata.get("json", f.name)
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a dataclass (this module uses postponed annotations)."""
+    return typing.get_type_hints(cls)
+
+
+# --- reading and writing ---------------------------------------------------------------------
+
+S = TypeVar("S", bound="Schema")
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.metadata.get("extra"):
+                out.update({k: _to_json(v) for k, v in item.items()})
+            elif not (f.metadata.get("optional") and item is None):
+                out[json_key(f)] = _to_json(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    return value
+
+
+def _from_json(tp: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _from_json(arg, value, where)
+            except ManifestError:
+                continue
+        raise ManifestError(f"{where}: {value!r} is none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ManifestError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ManifestError(f"{where}: expected an object, got {value!r}")
+        hints, fields = field_types(tp), dataclasses.fields(tp)
+        by_key = {json_key(f): f for f in fields if not f.metadata.get("extra")}
+        spill = next((f for f in fields if f.metadata.get("extra")), None)
+        kwargs: dict[str, Any] = {}
+        for key, f in by_key.items():
+            if key in value:
+                kwargs[f.name] = _from_json(hints[f.name], value[key], f"{where}.{key}")
+            elif not f.metadata.get("optional"):
+                raise ManifestError(f"{where}: missing key '{key}'")
+        unknown = {k: v for k, v in value.items() if k not in by_key}
+        if unknown and spill is None:
+            raise ManifestError(f"{where}: key(s) {', '.join(map(repr, unknown))} are not in the schema")
+        if spill is not None:
+            kwargs[spill.name] = unknown
+        return tp(**kwargs)
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ManifestError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise ManifestError(f"{where}: expected {len(args)} items, got {len(value)}")
+            return tuple(_from_json(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        items = [_from_json(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ManifestError(f"{where}: expected an object, got {value!r}")
+        return {k: _from_json(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    # JSON has one number type: an int is a valid float, a bool is not a number.
+    accepted = {float: (int, float), int: (int,), str: (str,), bool: (bool,), type(None): (type(None),)}[tp]
+    if not isinstance(value, accepted) or (tp is not bool and isinstance(value, bool)):
+        raise ManifestError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+class Schema:
+    """A part of the format: `to_json()` gives its JSON object, `from_json()` reads one."""
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls: type[S], data: Any, where: str | None = None) -> S:
+        return _from_json(cls, data, where or cls.__name__)
+
+
+# --- parts shared by chat and image models ---------------------------------------------------
+
+
+@dataclass
+class ManifestFile(Schema):
+    """One file of a built model's folder; the browser verifies each before use."""
+
+    path: str  # relative to the manifest's folder
+    size: int  # exact size in bytes
+    sha256: str  # lower-case hex
+
+
+@dataclass
+class TensorPiece(Schema):
+    shard: int  # index into `shards`
+    offset: int
+    nbytes: int
+
+
+@dataclass
+class TensorRecord(Schema):
+    """One parameter, in the order the library's functions take them."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    nbytes: int
+    pieces: list[TensorPiece]  # a tensor larger than a shard is split over several
+
+
+@dataclass
+class SourceInfo(Schema):
+    kind: str  # "gguf", "hf-folder", "hub", "diffusers-folder"
+    origin: str  # the file or folder name
+
+
+# --- chat models -----------------------------------------------------------------------------
+
+
+@dataclass
+class BackendEntry(Schema):
+    wasm: str
+    required_features: list[str]
+    # maxStorageBufferBindingSize / maxBufferSize: the largest single buffer a kernel binds
+    required_limits: dict[str, int]
+
+
+@dataclass
+class KvCache(Schema):
+    page_size: int
+    dtype: str
+
+
+@dataclass
+class ChatGeneration(Schema):
+    temperature: float
+    top_p: float
+    max_tokens: int
+    source_defaults: dict[str, Any] = extra()  # the source's generation_config values
+
+
+@dataclass
+class ChatMemory(Schema):
+    weights_bytes: int
+    kv_cache_bytes: int  # at context_window
+    activations_bytes: int
+    total_bytes: int
+
+
+@dataclass
+class ChatTensors(Schema):
+    shards: list[str]
+    records: list[TensorRecord]
+
+
+@dataclass
+class ChatManifest(Schema):
+    format: int
+    webkiln_version: str
+    id: str
+    task: Literal["chat"]
+    name: str
+    architecture: str
+    config: LlmConfig
+    quantization: str
+    activation_dtype: str
+    source: SourceInfo
+    context_window: int
+    prefill_chunk_size: int
+    kv_cache: KvCache
+    chat_template: str | None
+    bos_token_id: int | None
+    stop_token_ids: list[int]
+    generation: ChatGeneration
+    backends: dict[str, BackendEntry]
+    memory: ChatMemory
+    tensors: ChatTensors
+    files: list[ManifestFile]
+
+
+# --- image models ----------------------------------------------------------------------------
+
+
+@dataclass
+class ImageSize(Schema):
+    height: int
+    width: int
+    latent_channels: int
+    latent_height: int
+    latent_width: int
+    vae_scale_factor: int
+
+
+@dataclass
+class ComponentTensor(Schema):
+    shape: list[int]
+    dtype: str  # "activation": the backend's activation_dtype
+    range: tuple[float, float] | None = optional()  # the values' nominal range, when known
+
+
+@dataclass
+class TextEncoderComponent(Schema):
+    entry: str
+    config: ClipTextConfig
+    inputs: dict[str, ComponentTensor]
+    output: ComponentTensor
+
+
+@dataclass
+class UNetComponent(Schema):
+    entry: str
+    config: UNetConfig
+    batch: int  # 2: [unconditional, conditional] in one call; 1: no guidance (Turbo)
+    inputs: dict[str, ComponentTensor]
+    output: ComponentTensor
+
+
+@dataclass
+class VaeComponent(Schema):
+    entry: str
+    config: VaeConfig
+    scaling_factor: float
+    shift_factor: float
+    inputs: dict[str, ComponentTensor]
+    output: ComponentTensor
+
+
+@dataclass
+class ImageComponents(Schema):
+    text_encoder: TextEncoderComponent
+    unet: UNetComponent
+    vae: VaeComponent
+
+
+@dataclass
+class ImageTokenizer(Schema):
+    file: str
+    kind: str
+    max_length: int
+    bos_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+
+
+@dataclass
+class SchedulerConfig(Schema):
+    """diffusers' scheduler_config.json with diffusers' defaults filled in."""
+
+    class_name: str | None = renamed("class")  # its `_class_name`
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+    trained_betas: list[float] | None = None
+    prediction_type: str = "epsilon"
+    timestep_spacing: str = "leading"
+    steps_offset: int = 0
+    set_alpha_to_one: bool = True
+    clip_sample: bool = False
+    other: dict[str, Any] = extra()  # any other fields of the file
+
+
+@dataclass
+class ImageGeneration(Schema):
+    steps: int
+    max_steps: int
+    guidance_scale: float
+    turbo: bool
+    width: int
+    height: int
+    negative_prompt: str
+
+
+@dataclass
+class LargestActivation(Schema):
+    bytes: int
+    what: str  # which kernel output or input, for messages
+
+
+@dataclass
+class ImageMemory(Schema):
+    weights_bytes: int
+    activations_bytes: int
+    total_bytes: int
+
+
+@dataclass
+class ImageBackendEntry(Schema):
+    wasm: str
+    activation_dtype: FloatDType
+    required_features: list[str]
+    required_limits: dict[str, int]
+    largest_activations: dict[str, LargestActivation]  # per component
+    tensors: str  # the weight set it reads: a key of the manifest's `tensors`
+    memory: ImageMemory
+
+
+@dataclass
+class TensorSplit(Schema):
+    """A part of a weight too large for one binding: rows [first, end) along `axis` of `of`."""
+
+    of: str
+    axis: int
+    rows: tuple[int, int]
+
+
+@dataclass
+class ImageTensorRecord(TensorRecord):
+    component: ImageComponentName
+    split: TensorSplit | None = optional()
+
+
+@dataclass
+class ImageTensors(Schema):
+    shards: list[str]
+    records: list[ImageTensorRecord]
+
+
+@dataclass
+class ImageManifest(Schema):
+    format: int
+    webkiln_version: str
+    id: str
+    task: Literal["image"]
+    name: str
+    architecture: str
+    pipeline_class: str
+    quantization: str
+    source: SourceInfo
+    image: ImageSize
+    components: ImageComponents
+    tokenizer: ImageTokenizer
+    scheduler: SchedulerConfig
+    generation: ImageGeneration
+    backends: dict[str, ImageBackendEntry]
+    memory: ImageMemory  # the preferred backend's (webgpu-f16 where built)
+    tensors: dict[str, ImageTensors]  # by weight set: "float32", "float16"
+    files: list[ManifestFile]
+
+
+Manifest = Union[ChatManifest, ImageManifest]
+_BY_TASK: dict[str, type[ChatManifest] | type[ImageManifest]] = {"chat": ChatManifest, "image": ImageManifest}
+
+
+def parse_manifest(data: Any, where: str = "manifest.json") -> Manifest:
+    """A manifest.json's JSON as its dataclass; ManifestError naming the key when it is not one."""
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise ManifestError(f"{where}: format {found!r}, this webkiln reads format {MANIFEST_FORMAT}; rebuild the model.")
+    cls = _BY_TASK.get(data.get("task"))
+    if cls is None:
+        raise ManifestError(f"{where}: unknown task {data.get('task')!r} (expected one of {', '.join(_BY_TASK)})")
+    return cls.from_json(data, where)
+
+
+# --- models/index.json -------------------------------------------------------------------------
+
+
+@dataclass
+class IndexBackend(Schema):
+    required_features: list[str]
+
+
+@dataclass
+class ModelIndexEntry(Schema):
+    """One model of models/index.json: what the app needs to list it without its manifest."""
+
+    id: str
+    task: Literal["chat", "image"]
+    name: str
+    architecture: str
+    quantization: str
+    manifest: str  # the manifest's path, relative to the index
+    download_bytes: int  # every file of the folder
+    memory_bytes: int
+    context_window: int | None  # None for image models
+    backends: dict[str, IndexBackend]
+
+    @classmethod
+    def of(cls, manifest: Manifest, manifest_path: str) -> ModelIndexEntry:
+        """The one place an index entry is made from a manifest."""
+        return cls(
+            id=manifest.id, task=manifest.task, name=manifest.name, architecture=manifest.architecture,
+            quantization=manifest.quantization, manifest=manifest_path,
+            download_bytes=sum(f.size for f in manifest.files), memory_bytes=manifest.memory.total_bytes,
+            context_window=manifest.context_window if isinstance(manifest, ChatManifest) else None,
+            backends={k: IndexBackend(v.required_features) for k, v in manifest.backends.items()},
+        )
+
+
+@dataclass
+class ModelIndex(Schema):
+    format: int
+    models: list[ModelIndexEntry]
+
