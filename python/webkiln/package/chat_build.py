@@ -22,7 +22,7 @@ from ..toolchain.link import LinkMode
 from .manifest import (
     MANIFEST_FORMAT,
     BackendEntry,
-    ChatGeneration,
+    ChatGenerationDefaults,
     ChatManifest,
     ChatMemory,
     ChatTensors,
@@ -123,7 +123,7 @@ def build_chat_model(
             chat_template=source.chat_template,
             bos_token_id=source.bos_token_id,
             stop_token_ids=source.eos_token_ids,
-            generation=ChatGeneration(
+            generation=ChatGenerationDefaults(
                 generation.pop("temperature"), generation.pop("top_p"), generation.pop("max_tokens"), generation),
             backends={name: BackendEntry(wasm, ["shader-f16"] if dtype == "float16" else [],
                                          {"maxStorageBufferBindingSize": largest, "maxBufferSize": largest})

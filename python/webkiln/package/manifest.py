@@ -214,7 +214,7 @@ class KvCache(Schema):
 
 
 @dataclass
-class ChatGeneration(Schema):
+class ChatGenerationDefaults(Schema):
     temperature: float
     top_p: float
     max_tokens: int
@@ -253,7 +253,7 @@ class ChatManifest(Schema):
     chat_template: str | None
     bos_token_id: int | None
     stop_token_ids: list[int]
-    generation: ChatGeneration
+    generation: ChatGenerationDefaults
     backends: dict[str, BackendEntry]
     memory: ChatMemory
     tensors: ChatTensors
@@ -281,7 +281,7 @@ class ComponentTensor(Schema):
 
 
 @dataclass
-class TextEncoderComponent(Schema):
+class TextEncoderEntry(Schema):
     entry: str
     config: ClipTextConfig
     inputs: dict[str, ComponentTensor]
@@ -289,7 +289,7 @@ class TextEncoderComponent(Schema):
 
 
 @dataclass
-class UNetComponent(Schema):
+class UNetEntry(Schema):
     entry: str
     config: UNetConfig
     batch: int  # 2: [unconditional, conditional] in one call; 1: no guidance (Turbo)
@@ -298,7 +298,7 @@ class UNetComponent(Schema):
 
 
 @dataclass
-class VaeComponent(Schema):
+class VaeEntry(Schema):
     entry: str
     config: VaeConfig
     scaling_factor: float
@@ -309,9 +309,9 @@ class VaeComponent(Schema):
 
 @dataclass
 class ImageComponents(Schema):
-    text_encoder: TextEncoderComponent
-    unet: UNetComponent
-    vae: VaeComponent
+    text_encoder: TextEncoderEntry
+    unet: UNetEntry
+    vae: VaeEntry
 
 
 @dataclass
@@ -325,7 +325,7 @@ class ImageTokenizer(Schema):
 
 
 @dataclass
-class SchedulerConfig(Schema):
+class ModelSchedulerConfig(Schema):
     """diffusers' scheduler_config.json with diffusers' defaults filled in."""
 
     class_name: str | None = renamed("class")  # its `_class_name`
@@ -343,7 +343,7 @@ class SchedulerConfig(Schema):
 
 
 @dataclass
-class ImageGeneration(Schema):
+class ImageGenerationDefaults(Schema):
     steps: int
     max_steps: int
     guidance_scale: float
@@ -412,8 +412,8 @@ class ImageManifest(Schema):
     image: ImageSize
     components: ImageComponents
     tokenizer: ImageTokenizer
-    scheduler: SchedulerConfig
-    generation: ImageGeneration
+    scheduler: ModelSchedulerConfig
+    generation: ImageGenerationDefaults
     backends: dict[str, ImageBackendEntry]
     memory: ImageMemory  # the preferred backend's (webgpu-f16 where built)
     tensors: dict[str, ImageTensors]  # by weight set: "float32", "float16"
@@ -455,7 +455,7 @@ class ModelIndexEntry(Schema):
     manifest: str  # the manifest's path, relative to the index
     download_bytes: int  # every file of the folder
     memory_bytes: int
-    context_window: int | None  # None for image models
+    context_window: int | None  # null for image models
     backends: dict[str, IndexBackend]
 
     @classmethod

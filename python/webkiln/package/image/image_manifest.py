@@ -15,7 +15,7 @@ from ..manifest import (
     ComponentTensor,
     ImageBackendEntry,
     ImageComponents,
-    ImageGeneration,
+    ImageGenerationDefaults,
     ImageManifest,
     ImageMemory,
     ImageSize,
@@ -23,11 +23,11 @@ from ..manifest import (
     ImageTokenizer,
     LargestActivation,
     ManifestFile,
-    SchedulerConfig,
+    ModelSchedulerConfig,
     SourceInfo,
-    TextEncoderComponent,
-    UNetComponent,
-    VaeComponent,
+    TextEncoderEntry,
+    UNetEntry,
+    VaeEntry,
 )
 from .plan import BackendPlan
 from .schemes import ARCHITECTURE
@@ -58,16 +58,16 @@ def _components(pipeline: DiffusersPipeline, shape: ImageShape) -> ImageComponen
     batch, tokens = shape.unet_batch, text.max_position_embeddings
     latents = [vae.latent_channels, shape.latent_height, shape.latent_width]
     return ImageComponents(
-        text_encoder=TextEncoderComponent(
+        text_encoder=TextEncoderEntry(
             ENTRY_POINTS["text_encoder"], text, {"input_ids": ComponentTensor([1, tokens], "int32")},
             ComponentTensor([1, tokens, text.hidden_size], "activation")),
-        unet=UNetComponent(
+        unet=UNetEntry(
             ENTRY_POINTS["unet"], unet, batch,
             {"latents": ComponentTensor([batch, *latents], "activation"),
              "timestep": ComponentTensor([batch], "float32"),
              "text_embeds": ComponentTensor([batch, tokens, unet.cross_attention_dim], "activation")},
             ComponentTensor([batch, *latents], "activation")),
-        vae=VaeComponent(
+        vae=VaeEntry(
             ENTRY_POINTS["vae"], vae, vae.scaling_factor, vae.shift_factor,
             {"latents": ComponentTensor([1, *latents], "activation")},
             ComponentTensor([1, vae.out_channels, shape.height, shape.width], "activation", (-1, 1))),
@@ -75,7 +75,7 @@ def _components(pipeline: DiffusersPipeline, shape: ImageShape) -> ImageComponen
 
 
 def image_manifest(pipeline: DiffusersPipeline, model_id: str, quantization: str, shape: ImageShape, turbo: bool,
-                   plans: list[BackendPlan], scheduler: SchedulerConfig, tensors: dict[str, ImageTensors],
+                   plans: list[BackendPlan], scheduler: ModelSchedulerConfig, tensors: dict[str, ImageTensors],
                    files: list[ManifestFile]) -> ImageManifest:
     tok, vae = pipeline.tokenizer, pipeline.vae.config
     backends = {plan.name: _backend(plan) for plan in plans}
@@ -96,7 +96,7 @@ def image_manifest(pipeline: DiffusersPipeline, model_id: str, quantization: str
         tokenizer=ImageTokenizer("tokenizer.json", "clip-bpe", pipeline.text_encoder.config.max_position_embeddings,
                                  tok.bos_token_id, tok.eos_token_id, tok.pad_token_id),
         scheduler=scheduler,
-        generation=ImageGeneration(**(TURBO_GENERATION if turbo else STANDARD_GENERATION), turbo=turbo,
+        generation=ImageGenerationDefaults(**(TURBO_GENERATION if turbo else STANDARD_GENERATION), turbo=turbo,
                                    width=shape.width, height=shape.height, negative_prompt=""),
         backends=backends,
         memory=dataclasses.replace(backends[preferred].memory),

@@ -1,5 +1,5 @@
 """The model's scheduler as the manifest records it: diffusers' scheduler_config.json with
-diffusers' defaults filled in (manifest.SchedulerConfig), checked against what the
+diffusers' defaults filled in (manifest.ModelSchedulerConfig), checked against what the
 browser's schedulers implement, so an unsupported config fails at build time."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import dataclasses
 import json
 
 from ...sources.diffusers_folder import DiffusersPipeline
-from ..manifest import SCHEDULER_CLASSES, SchedulerConfig, SchedulerName
+from ..manifest import SCHEDULER_CLASSES, ModelSchedulerConfig, SchedulerName
 from .errors import ImageBuildError
 
 _SUPPORTED = {"beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
@@ -16,13 +16,13 @@ _SUPPORTED = {"beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
               "timestep_spacing": ("leading", "trailing", "linspace")}
 
 
-def scheduler_config(pipeline: DiffusersPipeline) -> SchedulerConfig:
+def scheduler_config(pipeline: DiffusersPipeline) -> ModelSchedulerConfig:
     raw = {k: v for k, v in pipeline.scheduler.items() if k != "_diffusers_version"}
     class_name = raw.pop("_class_name", None)
     # A null in the file means "the default", except for trained_betas whose default is null.
     given = {k: v for k, v in raw.items() if v is not None or k == "trained_betas"}
-    named = {f.name for f in dataclasses.fields(SchedulerConfig)} - {"class_name", "other"}  # the file's own fields
-    config = SchedulerConfig(class_name, **{k: v for k, v in given.items() if k in named},
+    named = {f.name for f in dataclasses.fields(ModelSchedulerConfig)} - {"class_name", "other"}  # the file's own fields
+    config = ModelSchedulerConfig(class_name, **{k: v for k, v in given.items() if k in named},
                              other={k: v for k, v in given.items() if k not in named})
     where = f"{pipeline.origin}/scheduler/scheduler_config.json"
     for field, supported in _SUPPORTED.items():
@@ -38,7 +38,7 @@ def scheduler_config(pipeline: DiffusersPipeline) -> SchedulerConfig:
     return config
 
 
-def default_scheduler(config: SchedulerConfig) -> SchedulerName:
+def default_scheduler(config: ModelSchedulerConfig) -> SchedulerName:
     """What the browser samples with when a request names no scheduler: the model's own class
     when the browser implements it, else Euler."""
     return SCHEDULER_CLASSES.get(config.class_name or "", "euler")
