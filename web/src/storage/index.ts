@@ -12,6 +12,7 @@ export {
   MANIFEST_CACHE_NAME,
   fetchJsonCached,
   readStoredJson,
+  peekJson,
   listCachedModels,
   deleteCachedModel,
   clearCachedModels,

@@ -101,6 +101,27 @@ export async function readStoredJson(url: string, cacheName: string = MANIFEST_C
 }
 
 /**
+ * A JSON document for reading only: the copy fetchJsonCached stored, else (unless
+ * storedOnly) the network's, without storing it, so looking at a model never makes it
+ * count as stored for offline use (only loading it does). Null when neither can be read.
+ */
+export async function peekJson(
+  url: string,
+  options: { storedOnly?: boolean } = {},
+): Promise<{ data: unknown; stored: boolean } | null> {
+  const stored = await readStoredJson(url);
+  if (stored !== undefined) return { data: stored, stored: true };
+  if (options.storedOnly) return null;
+  try {
+    const response = await fetch(absoluteUrl(url), { cache: "no-cache" });
+    if (!response.ok) return null;
+    return { data: (await response.json()) as unknown, stored: false };
+  } catch {
+    return null;
+  }
+}
+
+/**
  * The models of `models` with at least one file in the content store, with how many
  * of their bytes are stored. Manifests are read from their stored copies (from the
  * network, without storing them, for models never loaded); a model whose manifest
@@ -252,18 +273,9 @@ interface ManifestFiles {
 // the network, without storing it: only loading a model stores its manifest. Null if
 // it cannot be read or is malformed.
 async function manifestFiles(manifestUrl: string, options: { storedOnly?: boolean } = {}): Promise<ManifestFiles | null> {
-  let manifest = await readStoredJson(manifestUrl);
-  const stored = manifest !== undefined;
-  if (!stored) {
-    if (options.storedOnly) return null;
-    try {
-      const response = await fetch(absoluteUrl(manifestUrl), { cache: "no-cache" });
-      if (!response.ok) return null;
-      manifest = await response.json();
-    } catch {
-      return null;
-    }
-  }
+  const peeked = await peekJson(manifestUrl, options);
+  if (peeked === null) return null;
+  const { data: manifest, stored } = peeked;
   const m = manifest as { files?: unknown; backends?: unknown } | null;
   if (typeof m !== "object" || m === null || !Array.isArray(m.files)) {
     return null;
