@@ -1,15 +1,69 @@
 // Messages between worker_client.ts (page) and worker_entry.ts (Worker), and how
 // typed errors cross that boundary (structured clone drops their classes).
+//
+// EngineMethods is the one list of calls: the client's call() and the Worker's handler
+// table are both typed from it, so a method (or an argument) changed on one side and
+// not the other does not compile.
 
-import type { ChatCompletionChunk, EngineEvent, ImagePreview, LoadProgressEvent } from "./api";
 import { ERROR_CLASSES, WebkilnError } from "../base/errors";
+import type {
+  CachedModel,
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionRequest,
+  Engine,
+  EngineEvent,
+  ImageGenerateRequest,
+  ImagePreview,
+  ImagesResponse,
+  LoadedModel,
+  LoadProgressEvent,
+  ModelInfo,
+  StorageInfo,
+} from "./api";
 
-export type ToWorker =
-  | { kind: "call"; id: number; method: string; args: unknown[] }
-  | { kind: "abort"; id: number };
+/** What images.generate asks of the worker besides the request (callbacks stay on the page). */
+export interface ImageCallOptions {
+  progress: boolean;
+  preview: boolean;
+  previewEvery?: number;
+}
+
+/**
+ * Each call's arguments and result, as plain data (callbacks stay on the page: the Worker
+ * answers them with "chunk", "progress", "step" and "preview" messages instead).
+ */
+export interface EngineMethods {
+  /** Streaming requests return undefined; their chunks come as "chunk" messages. */
+  chat(request: ChatCompletionRequest): ChatCompletion | undefined;
+  "images.generate"(request: ImageGenerateRequest, wants: ImageCallOptions): ImagesResponse;
+  listModels(options: NonNullable<Parameters<Engine["listModels"]>[0]>): ModelInfo[];
+  /** Progress comes as "progress" messages. */
+  loadModel(model: string, backend: string | undefined): LoadedModel;
+  unloadModel(): void;
+  loadedModel(): LoadedModel | null;
+  resetChat(): void;
+  "cache.list"(models: ModelInfo[] | undefined): CachedModel[];
+  "cache.delete"(model: string): void;
+  "cache.clear"(): void;
+  "cache.storage"(): StorageInfo;
+  /** Test hook (LocalEngine.simulateDeviceLoss). */
+  simulateDeviceLoss(): void;
+}
+
+export type MethodName = keyof EngineMethods;
+export type MethodArgs<K extends MethodName> = Parameters<EngineMethods[K]>;
+export type MethodResult<K extends MethodName> = ReturnType<EngineMethods[K]>;
+
+/** One "call" message per method, its args typed by EngineMethods. */
+export type CallMessage = {
+  [K in MethodName]: { kind: "call"; id: number; method: K; args: MethodArgs<K> };
+}[MethodName];
+
+export type ToWorker = CallMessage | { kind: "abort"; id: number };
 
 export type FromWorker =
-  | { kind: "result"; id: number; value: unknown }
+  | { kind: "result"; id: number; value: MethodResult<MethodName> }
   | { kind: "error"; id: number; error: SerializedError }
   | { kind: "chunk"; id: number; chunk: ChatCompletionChunk }
   | { kind: "progress"; id: number; event: LoadProgressEvent }
@@ -18,13 +72,6 @@ export type FromWorker =
   /** images.generate: a preview (its rgba buffer is transferred, not copied). */
   | { kind: "preview"; id: number; preview: ImagePreview }
   | { kind: "event"; event: EngineEvent };
-
-/** What images.generate asks of the worker besides the request (callbacks stay on the page). */
-export interface ImageCallOptions {
-  progress: boolean;
-  preview: boolean;
-  previewEvery?: number;
-}
 
 export interface SerializedError {
   /** The webkiln error class to rebuild (a key of ERROR_CLASSES); null for other errors. */

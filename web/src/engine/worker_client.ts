@@ -20,10 +20,19 @@ import type {
   RequestOptions,
   StorageInfo,
 } from "./api";
-import { Channel } from "./channel";
 import { EngineCrashedError } from "../base/errors";
 import { validateChatRequest } from "./openai";
-import { deserializeError, type FromWorker, type ImageCallOptions, type ToWorker } from "./protocol";
+import {
+  deserializeError,
+  type CallMessage,
+  type FromWorker,
+  type ImageCallOptions,
+  type MethodArgs,
+  type MethodName,
+  type MethodResult,
+  type ToWorker,
+} from "./protocol";
+import { streamChunks } from "./stream";
 
 interface Pending {
   resolve: (value: unknown) => void;
@@ -86,18 +95,22 @@ export class WorkerEngine implements Engine {
     }
   }
 
-  private call<T>(method: string, args: unknown[], extra: Omit<Pending, "resolve" | "reject"> = {}, signal?: AbortSignal): {
-    id: number;
-    done: Promise<T>;
-  } {
+  /** Sends one call; `done` settles with its result (typed by EngineMethods) or its typed error. */
+  private call<K extends MethodName>(
+    method: K,
+    args: MethodArgs<K>,
+    extra: Omit<Pending, "resolve" | "reject"> = {},
+    signal?: AbortSignal,
+  ): { id: number; done: Promise<MethodResult<K>> } {
     const id = this.nextId++;
-    const done = new Promise<T>((resolve, reject) => {
+    const done = new Promise<MethodResult<K>>((resolve, reject) => {
       if (this.crashed) {
         reject(this.crashed);
         return;
       }
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, ...extra });
-      this.worker.postMessage({ kind: "call", id, method, args } satisfies ToWorker);
+      // CallMessage pairs each method with its args; TypeScript cannot see that K's do.
+      this.worker.postMessage({ kind: "call", id, method, args } as CallMessage satisfies ToWorker);
     });
     if (signal) {
       const abort = () => this.worker.postMessage({ kind: "abort", id } satisfies ToWorker);
@@ -120,43 +133,22 @@ export class WorkerEngine implements Engine {
     options: RequestOptions,
   ): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     const params = validateChatRequest(request);
-    if (!params.stream) return this.call<ChatCompletion>("chat", [request], {}, options.signal).done;
-    const channel = new Channel<ChatCompletionChunk>();
-    let first: (() => void) | undefined;
-    const started = new Promise<void>((resolve) => (first = resolve));
-    const controller = new AbortController();
-    const forward = () => controller.abort(options.signal?.reason);
-    options.signal?.addEventListener("abort", forward, { once: true });
-    channel.onCancel = () => controller.abort();
-    const { done } = this.call<void>(
-      "chat",
-      [request],
-      {
-        onChunk: (chunk) => {
-          channel.push(chunk);
-          first?.();
-        },
-      },
-      controller.signal,
+    if (!params.stream) {
+      const completion = await this.call("chat", [request], {}, options.signal).done;
+      if (!completion) throw new Error("the engine's worker returned no completion"); // non-streaming calls return one
+      return completion;
+    }
+    return streamChunks<ChatCompletionChunk>(
+      (push, signal) => this.call("chat", [request], { onChunk: push }, signal).done.then(() => undefined),
+      options.signal,
     );
-    const finished = done.then(
-      () => channel.close(),
-      (error) => {
-        channel.fail(error);
-        throw error;
-      },
-    );
-    finished.finally(() => options.signal?.removeEventListener("abort", forward)).catch(() => undefined);
-    // Errors before the first chunk (no model loaded, context too long) reject create().
-    await Promise.race([started, finished]);
-    return channel;
   }
 
   // The worker checks image requests (the size depends on the loaded model); its typed
   // errors come back as the same classes.
   readonly images = {
     generate: (request: ImageGenerateRequest, options: ImageGenerateOptions = {}): Promise<ImagesResponse> =>
-      this.call<ImagesResponse>(
+      this.call(
         "images.generate",
         [
           request,
@@ -174,7 +166,7 @@ export class WorkerEngine implements Engine {
   listModels(options: { indexUrl?: string; extraManifestUrls?: string[] } = {}): Promise<ModelInfo[]> {
     // The worker's own URL is under assets/: resolve page-relative URLs here.
     const base = globalThis.location?.href;
-    return this.call<ModelInfo[]>("listModels", [
+    return this.call("listModels", [
       {
         indexUrl: new URL(options.indexUrl ?? "models/index.json", base).href,
         extraManifestUrls: options.extraManifestUrls?.map((u) => new URL(u, base).href),
@@ -184,31 +176,31 @@ export class WorkerEngine implements Engine {
 
   loadModel(model: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
     const target = model.endsWith(".json") || model.includes("/") ? new URL(model, globalThis.location?.href).href : model;
-    return this.call<LoadedModel>("loadModel", [target, options.backend], { onProgress: options.onProgress }, options.signal).done;
+    return this.call("loadModel", [target, options.backend], { onProgress: options.onProgress }, options.signal).done;
   }
 
   unloadModel(): Promise<void> {
-    return this.call<void>("unloadModel", []).done;
+    return this.call("unloadModel", []).done;
   }
 
   loadedModel(): Promise<LoadedModel | null> {
-    return this.call<LoadedModel | null>("loadedModel", []).done;
+    return this.call("loadedModel", []).done;
   }
 
   resetChat(): Promise<void> {
-    return this.call<void>("resetChat", []).done;
+    return this.call("resetChat", []).done;
   }
 
   /** Test hook: destroys the worker's GPU device as a driver reset would. */
   simulateDeviceLoss(): Promise<void> {
-    return this.call<void>("simulateDeviceLoss", []).done;
+    return this.call("simulateDeviceLoss", []).done;
   }
 
   readonly cache = {
-    list: (models?: ModelInfo[]) => this.call<CachedModel[]>("cache.list", [models]).done,
-    delete: (model: string) => this.call<void>("cache.delete", [model]).done,
-    clear: () => this.call<void>("cache.clear", []).done,
-    storage: () => this.call<StorageInfo>("cache.storage", []).done,
+    list: (models?: ModelInfo[]): Promise<CachedModel[]> => this.call("cache.list", [models]).done,
+    delete: (model: string): Promise<void> => this.call("cache.delete", [model]).done,
+    clear: (): Promise<void> => this.call("cache.clear", []).done,
+    storage: (): Promise<StorageInfo> => this.call("cache.storage", []).done,
   };
 
   onEvent(listener: (event: EngineEvent) => void): () => void {

@@ -1,9 +1,16 @@
 // The engine's Worker side: runs a LocalEngine and answers the messages of
 // worker_client.ts (see protocol.ts). Loaded as site/assets/engine-worker.js.
 
-import type { ChatCompletionChunk, ChatCompletionRequest, ImageGenerateRequest } from "./api";
+import type { ChatCompletionChunk } from "./api";
 import { LocalEngine } from "./local_engine";
-import { serializeError, type FromWorker, type ImageCallOptions, type ToWorker } from "./protocol";
+import {
+  serializeError,
+  type FromWorker,
+  type MethodArgs,
+  type MethodName,
+  type MethodResult,
+  type ToWorker,
+} from "./protocol";
 
 const engine = new LocalEngine();
 const aborts = new Map<number, AbortController>();
@@ -15,52 +22,49 @@ const post = (message: FromWorker, transfer: Transferable[] = []) => scope.postM
 
 engine.onEvent((event) => post({ kind: "event", event }));
 
-async function call(id: number, method: string, args: unknown[], signal: AbortSignal): Promise<unknown> {
-  switch (method) {
-    case "chat": {
-      const request = args[0] as ChatCompletionRequest;
-      const result = await engine.chat.completions.create(request, { signal });
-      if (request.stream) {
-        for await (const chunk of result as AsyncIterable<ChatCompletionChunk>) post({ kind: "chunk", id, chunk });
-        return undefined;
-      }
-      return result;
-    }
-    case "images.generate": {
-      const [request, wants] = args as [ImageGenerateRequest, ImageCallOptions];
-      return engine.images.generate(request, {
-        signal,
-        onProgress: wants.progress ? (step, total) => post({ kind: "step", id, step, total }) : undefined,
-        // Each preview's pixels are its own buffer: moved to the page, not copied.
-        onPreview: wants.preview ? (preview) => post({ kind: "preview", id, preview }, [preview.rgba.buffer]) : undefined,
-        previewEvery: wants.previewEvery,
-      });
-    }
-    case "listModels":
-      return engine.listModels(args[0] as Parameters<LocalEngine["listModels"]>[0]);
-    case "loadModel": {
-      const [model, backend] = args as [string, string | undefined];
-      return engine.loadModel(model, { backend, signal, onProgress: (event) => post({ kind: "progress", id, event }) });
-    }
-    case "unloadModel":
-      return engine.unloadModel();
-    case "loadedModel":
-      return engine.loadedModel();
-    case "resetChat":
-      return engine.resetChat();
-    case "cache.list":
-      return engine.cache.list(args[0] as Parameters<LocalEngine["cache"]["list"]>[0]);
-    case "cache.delete":
-      return engine.cache.delete(args[0] as string);
-    case "cache.clear":
-      return engine.cache.clear();
-    case "cache.storage":
-      return engine.cache.storage();
-    case "simulateDeviceLoss":
-      return engine.simulateDeviceLoss();
-    default:
-      throw new Error(`unknown engine method '${method}'`);
-  }
+/** A call in flight: its id (for the messages that answer its callbacks) and abort signal. */
+interface CallContext {
+  id: number;
+  signal: AbortSignal;
+}
+
+// One handler per method of EngineMethods: a missing, extra or mistyped one does not compile.
+const handlers: { [K in MethodName]: (args: MethodArgs<K>, call: CallContext) => Promise<MethodResult<K>> } = {
+  chat: async ([request], { id, signal }) => {
+    const result = await engine.chat.completions.create(request, { signal });
+    if (!request.stream) return result as Awaited<MethodResult<"chat">>;
+    for await (const chunk of result as AsyncIterable<ChatCompletionChunk>) post({ kind: "chunk", id, chunk });
+    return undefined;
+  },
+  "images.generate": async ([request, wants], { id, signal }) =>
+    engine.images.generate(request, {
+      signal,
+      onProgress: wants.progress ? (step, total) => post({ kind: "step", id, step, total }) : undefined,
+      // Each preview's pixels are its own buffer: moved to the page, not copied.
+      onPreview: wants.preview ? (preview) => post({ kind: "preview", id, preview }, [preview.rgba.buffer]) : undefined,
+      previewEvery: wants.previewEvery,
+    }),
+  listModels: ([options]) => engine.listModels(options),
+  loadModel: ([model, backend], { id, signal }) =>
+    engine.loadModel(model, { backend, signal, onProgress: (event) => post({ kind: "progress", id, event }) }),
+  unloadModel: () => engine.unloadModel(),
+  loadedModel: () => engine.loadedModel(),
+  resetChat: () => engine.resetChat(),
+  "cache.list": ([models]) => engine.cache.list(models),
+  "cache.delete": ([model]) => engine.cache.delete(model),
+  "cache.clear": () => engine.cache.clear(),
+  "cache.storage": () => engine.cache.storage(),
+  simulateDeviceLoss: () => engine.simulateDeviceLoss(),
+};
+
+async function dispatch(message: Extract<ToWorker, { kind: "call" }>, call: CallContext): Promise<unknown> {
+  const handler = handlers[message.method] as
+    | ((args: MethodArgs<MethodName>, call: CallContext) => Promise<unknown>)
+    | undefined;
+  // A message from another version of the page: refused rather than guessed at.
+  if (!handler) throw new Error(`unknown engine method '${String(message.method)}'`);
+  // TypeScript cannot pair a union's method with its args; CallMessage pairs them.
+  return handler(message.args, call);
 }
 
 scope.onmessage = (e: MessageEvent<ToWorker>) => {
@@ -71,8 +75,8 @@ scope.onmessage = (e: MessageEvent<ToWorker>) => {
   }
   const controller = new AbortController();
   aborts.set(message.id, controller);
-  call(message.id, message.method, message.args, controller.signal).then(
-    (value) => post({ kind: "result", id: message.id, value }),
+  dispatch(message, { id: message.id, signal: controller.signal }).then(
+    (value) => post({ kind: "result", id: message.id, value: value as MethodResult<MethodName> }),
     (error: unknown) => post({ kind: "error", id: message.id, error: serializeError(error) }),
   ).finally(() => aborts.delete(message.id));
 };
