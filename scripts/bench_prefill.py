@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python"))
 
-from webkiln.bench import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _serve  # noqa: E402
+from webkiln.bench_common import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, assemble_site, serve  # noqa: E402
 
 _RUN_JS = """async ([manifest, warm, prompt]) => {
   const chat = window.webkilnChat;
@@ -50,11 +50,10 @@ def main() -> int:
     results: dict[str, list[float]] = {m.name: [] for m in args.models}
     tokens: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        site = Path(tmp) / "site"
-        shutil.copytree(REPO / "site", site, ignore=shutil.ignore_patterns("kernel-check", "models"))
+        site = assemble_site(Path(tmp) / "site")
         for model in args.models:
             shutil.copytree(model, site / "models" / model.name)
-        with _serve(site) as url, sync_playwright() as p:
+        with serve(site) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS, headless=True)
             for round_ in range(args.rounds):
                 for model in args.models:

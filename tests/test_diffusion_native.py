@@ -24,7 +24,7 @@ diffusers = pytest.importorskip("diffusers")
 
 from webkiln.models.diffusion.config import parse_unet_config
 from webkiln.models.diffusion.params import export, param_specs, parameter_count
-from webkiln.sources.base import SourceError
+from webkiln.model_source import SourceError
 from webkiln.sources.diffusers_folder import load_diffusers_folder
 
 SEED = 0
@@ -496,7 +496,7 @@ def _largest(mod, entry: str, only: tuple[str, ...] = (), skip: tuple[str, ...] 
     kernels whose name has one of these words."""
     import tvm
     from tvm import relax
-    from webkiln.package.image_model import _tensor_bytes
+    from webkiln.package.image.buffers import tensor_bytes as _tensor_bytes
 
     with tvm.target.Target("llvm"):
         fused = tvm.transform.Sequential([

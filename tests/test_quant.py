@@ -17,9 +17,9 @@ from gguf import GGMLQuantizationType
 from conftest_models import smollm2_gguf  # noqa: F401  (session fixture)
 from conftest_tiny import PROMPT, VOCAB, compile_native, dequantized_state, hf_logits, tiny_llama, with_weights  # noqa: F401
 from test_sources import gguf_source, reference_reader  # noqa: F401  (session fixtures)
-from webkiln.models.llm import WeightPlan
 from webkiln.quant.convert import convert_params, matrix_sources, plan_weights
 from webkiln.quant.formats import FORMATS, GGML_KEPT, GROUP
+from webkiln.quant.plan import WeightPlan
 from webkiln.quant.schemes import SCHEMES, get_scheme
 from webkiln.sources import load_source
 

@@ -34,25 +34,34 @@ import base64
 import io
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from .bench import (
-    _ADAPTER_JS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    REPO,
-    _fmt,
-    _log,
-    _serve,
-    machine_facts,
-)
+import numpy as np
+from PIL import Image
 
-TIMEOUT_MS = 60 * 60 * 1000
+from .bench_common import (
+    ADAPTER_JS,
+    CHROMIUM,
+    REPO,
+    TIMEOUT_MS,
+    BenchError,
+    assemble_site,
+    chromium,
+    fmt,
+    format_table,
+    log,
+    machine_facts,
+    serve,
+)
+from .package.image.build import build_image_model
+from .sources import load_source
+from .sources.default_model import IMAGE_ALIAS, IMAGE_MODEL_DIR, resolve_alias
+from .toolchain.link import LinkMode
+from .train import shapes
 
 _GENERATE_JS = """async ([model, prompts, seeds, first]) => {
   const engine = window.benchEngine ??= window.webkilnChat.createEngine();
@@ -75,57 +84,32 @@ _GENERATE_JS = """async ([model, prompts, seeds, first]) => {
 
 
 def bench_build(models_dir: Path, quantization: str = "f32") -> tuple[dict, Path]:
-    from .cli import build_web_main
-
+    """`build_web --model default-image --quantization <q> --fast-link`, through the package API."""
     started = time.perf_counter()
-    code = build_web_main(["--model", "default-image", "--quantization", quantization, "--fast-link",
-                           "--out", str(models_dir)])
+    build_image_model(load_source(resolve_alias(IMAGE_ALIAS)), models_dir, quantization, link_mode=LinkMode.FAST)
     seconds = time.perf_counter() - started
-    if code != 0:
-        raise RuntimeError("build_web --model default-image failed")
     (model_dir,) = [p for p in models_dir.iterdir() if (p / "manifest.json").is_file()]
-    _log(f"build: {seconds:.1f} s -> {model_dir.name}")
+    log(f"build: {seconds:.1f} s -> {model_dir.name}")
     return {"seconds": seconds, "link": "fast", "quantization": quantization}, model_dir
 
 
 def _judge_png(b64: str, prompt: str) -> dict:
-    from PIL import Image
-
-    from .train import shapes
-
     image = Image.open(io.BytesIO(base64.b64decode(b64)))
     v = shapes.judge(image, prompt)
     return {"colour_ok": v["colour_ok"], "position_ok": v["position_ok"]}
 
 
 def bench_browser(site: Path, model_id: str, prompts: list[str], executable: str) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    profile = Path(tempfile.mkdtemp(prefix="webkiln-bench-image-profile-"))
-    try:
-        with _serve(site) as url, sync_playwright() as p:
-            context = p.chromium.launch_persistent_context(
-                str(profile), executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-            context.set_default_timeout(TIMEOUT_MS)
-            try:
-                page = context.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(f"{url}/chat.html")
-                page.wait_for_function("window.webkilnChat !== undefined")
-                user_agent = page.evaluate("navigator.userAgent")
-                adapter = page.evaluate(_ADAPTER_JS)
-                _log("load + first image (compiles every pipeline; minutes on SwiftShader)...")
-                first = page.evaluate(_GENERATE_JS, [model_id, prompts[:1], [0], True])
-                _log(f"load {first['loadMillis'] / 1000:.2f} s, first image {first['runs'][0]['wallMillis'] / 1000:.1f} s")
-                _log(f"{len(prompts)} warm images...")
-                warm = page.evaluate(_GENERATE_JS, [model_id, prompts, list(range(len(prompts))), False])
-                if errors:
-                    raise RuntimeError(f"page errors: {errors}")
-            finally:
-                context.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    with chromium(site, executable, "webkiln-bench-image-profile-") as browser:
+        page = browser.page()
+        user_agent = page.evaluate("navigator.userAgent")
+        adapter = page.evaluate(ADAPTER_JS)
+        log("load + first image (compiles every pipeline; minutes on SwiftShader)...")
+        first = page.evaluate(_GENERATE_JS, [model_id, prompts[:1], [0], True])
+        log(f"load {first['loadMillis'] / 1000:.2f} s, first image {first['runs'][0]['wallMillis'] / 1000:.1f} s")
+        log(f"{len(prompts)} warm images...")
+        warm = page.evaluate(_GENERATE_JS, [model_id, prompts, list(range(len(prompts))), False])
+        browser.check()
 
     return {"user_agent": user_agent, "adapter": adapter,
             **_summarize(first["loaded"], first["loadMillis"], first["runs"][0], warm["runs"], prompts)}
@@ -168,11 +152,11 @@ def run_node_dawn(site: Path, manifest: str, prompts: list[str], seeds: list[int
     the site served by the dev server; `manifest` is relative to the site. Its progress goes to
     stderr as it runs; returns the runner's JSON ({adapter, dawn, loaded, loadMillis, runs})."""
     if not NODE_RUNNER.is_file():
-        raise ValueError(f"{NODE_RUNNER} is missing: run `cd web && node build.mjs` first")
+        raise BenchError(f"{NODE_RUNNER} is missing: run `cd web && node build.mjs` first")
     env = dict(os.environ)
     env.setdefault("EGL_PLATFORM", "surfaceless")  # headless EGL for the OpenGL ES backend
     env.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
-    with _serve(site) as url:
+    with serve(site) as url:
         request = {"baseUrl": f"{url}/", "model": manifest, "prompts": prompts, "seeds": seeds,
                    "options": options or {}, "adapters": adapters or DAWN_ADAPTERS}
         proc = subprocess.run(["node", str(NODE_RUNNER)], input=json.dumps(request), stdout=subprocess.PIPE,
@@ -183,7 +167,7 @@ def run_node_dawn(site: Path, manifest: str, prompts: list[str], seeds: list[int
 
 
 def bench_node_dawn(site: Path, model_id: str, prompts: list[str]) -> dict:
-    _log("Node + Dawn: load, first image, warm images...")
+    log("Node + Dawn: load, first image, warm images...")
     out = run_node_dawn(site, f"models/{model_id}/manifest.json", prompts[:1] + prompts,
                         [0] + list(range(len(prompts))))
     first, *runs = out["runs"]
@@ -199,18 +183,17 @@ def _node_version() -> str:
 
 
 def bench_reference(model_dir: Path, prompts: list[str], steps: int, guidance: float, threads: int) -> dict:
-    import numpy as np
+    # Lazy: torch and diffusers are the test extra's (not every install has them) and take
+    # seconds to import; only this reference side needs them.
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
-
-    from .train import shapes
 
     torch.set_num_threads(threads)
     pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), torch_dtype=torch.float32, local_files_only=True)
     # The model's own scheduler (what the browser's default "euler" follows); not from_config(), which
     # would reset fields the saved config left at their defaults.
     if not isinstance(pipe.scheduler, EulerDiscreteScheduler):
-        raise ValueError(f"the reference expects an Euler scheduler, the model has {type(pipe.scheduler).__name__}")
+        raise BenchError(f"the reference expects an Euler scheduler, the model has {type(pipe.scheduler).__name__}")
     pipe.set_progress_bar_config(disable=True)
     image_s, step_s, judged = [], [], []
     for i, prompt in enumerate([prompts[0]] + prompts):  # the first run warms up and is not counted
@@ -248,53 +231,45 @@ def table(results: dict) -> str:
     sides = {key: results[key] for key in SIDES if results.get(key)}
     any_side = next(iter(sides.values()))
     build = results["build"]
-    rows = [(f"build ({build.get('quantization', 'f32')}, fast link)", _fmt(build["seconds"], " s"), "")]
+    rows = [(f"build ({build.get('quantization', 'f32')}, fast link)", fmt(build["seconds"], " s"), "")]
     for key, side in sides.items():
-        rows += [(f"{SIDES[key]} load", _fmt(side["load_seconds"], " s"), f"backend {side['backend']}"),
-                 (f"{SIDES[key]} first image after load", _fmt(side["first_image_seconds"], " s"),
+        rows += [(f"{SIDES[key]} load", fmt(side["load_seconds"], " s"), f"backend {side['backend']}"),
+                 (f"{SIDES[key]} first image after load", fmt(side["first_image_seconds"], " s"),
                   "includes compiling every pipeline")]
     rows.append((f"image, {any_side['steps']} steps, {any_side['size']}", "",
                  f"guidance {any_side['guidance_scale']}, {any_side['scheduler']}"))
     for key, side in sides.items():
-        rows.append((f"  {SIDES[key]}", _fmt(side["image_seconds_median"], " s"), f"median of {len(side['image_seconds'])}"))
-    rows.append(("  diffusers CPU", _fmt(r["image_seconds_median"], " s"), f"median of {len(r['image_seconds'])}"))
+        rows.append((f"  {SIDES[key]}", fmt(side["image_seconds_median"], " s"), f"median of {len(side['image_seconds'])}"))
+    rows.append(("  diffusers CPU", fmt(r["image_seconds_median"], " s"), f"median of {len(r['image_seconds'])}"))
     for key in sides:
-        rows.append((f"  {SIDES[key]}/diffusers", _fmt(results["ratios"][key]["image"]), "time ratio (>1: slower)"))
+        rows.append((f"  {SIDES[key]}/diffusers", fmt(results["ratios"][key]["image"]), "time ratio (>1: slower)"))
     rows.append(("denoising step", "", "UNet (batch of 2 with guidance) + scheduler"))
     for key, side in sides.items():
-        rows.append((f"  {SIDES[key]}", _fmt(side["step_seconds_median"] * 1000, " ms"), "median"))
-    rows.append(("  diffusers CPU", _fmt(r["step_seconds_median"] * 1000, " ms"), "median"))
+        rows.append((f"  {SIDES[key]}", fmt(side["step_seconds_median"] * 1000, " ms"), "median"))
+    rows.append(("  diffusers CPU", fmt(r["step_seconds_median"] * 1000, " ms"), "median"))
     for key in sides:
-        rows.append((f"  {SIDES[key]}/diffusers", _fmt(results["ratios"][key]["step"]), ""))
+        rows.append((f"  {SIDES[key]}/diffusers", fmt(results["ratios"][key]["step"]), ""))
     for key, side in sides.items():
         rows.append((f"text encode / VAE decode ({SIDES[key]})",
-                     f"{_fmt(side['encode_seconds_median'] * 1000)}/{_fmt(side['decode_seconds_median'] * 1000)} ms", ""))
+                     f"{fmt(side['encode_seconds_median'] * 1000)}/{fmt(side['decode_seconds_median'] * 1000)} ms", ""))
     judge = results["judge"]
     rows.append(("prompt check passed", " / ".join(str(judge[k]) for k in [*sides, "reference"]),
                  " / ".join([*(SIDES[k] for k in sides), "diffusers"]) + f", of {judge['n']}"))
-    width = max(len(x[0]) for x in rows)
-    vwidth = max(len(x[1]) for x in rows)
-    return "\n".join(f"{a:<{width}}  {v:>{vwidth}}  {c}".rstrip() for a, v, c in rows)
+    return format_table(rows)
 
 
 def run_image_bench(out: str | Path, images: int = 5, threads: int = 2, executable: str = CHROMIUM,
                     browser: bool = True, node_dawn: bool = False, quantization: str = "f32") -> dict:
-    from .train import shapes
-
     if images < 1:
-        raise ValueError("--images must be at least 1")
+        raise BenchError("--images must be at least 1")
     if not (browser or node_dawn):
-        raise ValueError("nothing to measure: --no-browser needs --node-dawn")
-    bundle = REPO / "site" / "assets" / "engine-worker.js"
-    if browser and not bundle.is_file():
-        raise ValueError(f"{bundle} is missing: run `cd web && node build.mjs` first")
+        raise BenchError("nothing to measure: --no-browser needs --node-dawn")
     started = time.perf_counter()
     facts = machine_facts(executable)
     prompts = shapes.eval_prompts(max(images, 1))[:images]
     sides: dict[str, dict | None] = {"browser": None, "node_dawn": None}
     with tempfile.TemporaryDirectory(prefix="webkiln-bench-image-site-") as tmp:
-        site = Path(tmp) / "site"
-        shutil.copytree(REPO / "site", site, ignore=shutil.ignore_patterns("kernel-check", "models"))
+        site = assemble_site(Path(tmp) / "site", ("app.js", "engine-worker.js") if browser else ("app.js",))
         build, model_dir = bench_build(site / "models", quantization)
         manifest = json.loads((model_dir / "manifest.json").read_text())
         files_bytes = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
@@ -303,11 +278,9 @@ def run_image_bench(out: str | Path, images: int = 5, threads: int = 2, executab
             sides["browser"] = bench_browser(site, model_dir.name, prompts, executable)
         if node_dawn:
             sides["node_dawn"] = bench_node_dawn(site, model_dir.name, prompts)
-    from .sources.default_model import IMAGE_MODEL_DIR
-
     ran = {k: v for k, v in sides.items() if v}
     first = next(iter(ran.values()))
-    _log("diffusers reference on the CPU...")
+    log("diffusers reference on the CPU...")
     reference = bench_reference(IMAGE_MODEL_DIR, prompts, first["steps"], first["guidance_scale"], threads)
     both = lambda js: sum(1 for j in js if j["colour_ok"] and j["position_ok"])
     results = {

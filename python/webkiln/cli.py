@@ -1,12 +1,44 @@
-"""Command-line entry points: `webkiln` (serve, toolchain, kernel-check, bench, bench-image) and `build_web`."""
+"""Command-line entry points: `webkiln` (serve, toolchain, kernel-check, bench, bench-image) and `build_web`.
+
+Each command imports the modules it runs inside its handler, on purpose: `webkiln --help` and
+`webkiln serve` then start in milliseconds and work without the build stack (TVM, the model
+sources) or the benchmarks' optional dependencies (Playwright, PIL, diffusers) being loaded.
+
+A `WebkilnError` (a problem the user can fix: a bad model source, a missing toolchain, options
+that do not fit the model) is printed as one `error: ...` line with exit status 1; any other
+exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import WebkilnError
+
+if TYPE_CHECKING:
+    from .sources.diffusers_folder import DiffusersPipeline
+    from .toolchain.link import LinkMode
 
 DEFAULT_SITE = Path(__file__).resolve().parents[2] / "site"
+
+
+class OptionError(WebkilnError, ValueError):
+    """build_web options that do not fit the model (e.g. an image option for a chat model)."""
+
+
+def _report(run: Callable[[], int]) -> int:
+    """Runs a command; a user-facing error becomes one `error:` line and exit status 1."""
+    try:
+        return run()
+    except WebkilnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -25,8 +57,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _toolchain(args: argparse.Namespace) -> int:
-    import importlib.metadata
-
     from .toolchain.pins import TVM_VERSION, WEB_RUNTIME_VERSION
     from .toolchain.runtime import ensure_runtime
     from .toolchain.system import find_emscripten
@@ -115,13 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_image.set_defaults(func=_bench_image)
 
     args = parser.parse_args(argv)
-    from .toolchain.errors import ToolchainError
-
-    try:
-        return args.func(args)
-    except (ToolchainError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return _report(lambda: args.func(args))
 
 
 def _image_size(text: str) -> int | tuple[int, int]:
@@ -136,8 +160,8 @@ def _image_size(text: str) -> int | tuple[int, int]:
 
 
 def build_web_main(argv: list[str] | None = None) -> int:
-    from .package.image_model import DEFAULT_MAX_BINDING, IMAGE_SCHEMES
-    from .package.model import DEFAULT_CONTEXT, DEFAULT_PREFILL_CHUNK
+    from .package.chat_build import DEFAULT_CONTEXT, DEFAULT_PREFILL_CHUNK
+    from .package.image.schemes import DEFAULT_MAX_BINDING, IMAGE_SCHEMES
     from .quant.schemes import SCHEMES
 
     parser = argparse.ArgumentParser(
@@ -179,51 +203,51 @@ def build_web_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast-link", action="store_true",
                         help="skip wasm-opt -O3 (much faster build, bigger .wasm; for development)")
     args = parser.parse_args(argv)
-
-    from .package.model import build_chat_model
-    from .sources import SourceError, load_source
-    from .sources.default_model import resolve_alias
-    from .sources.diffusers_folder import DiffusersPipeline
-    from .toolchain.errors import ToolchainError
-    from .toolchain.link import LinkMode
-
-    link_mode = LinkMode.FAST if args.fast_link else LinkMode.RELEASE
     try:
-        source = load_source(resolve_alias(args.model), variant=args.variant)
-        if isinstance(source, DiffusersPipeline):
-            return _build_image(args, source, link_mode)
-        if args.variant is not None:
-            raise ValueError("--variant is for image models (diffusers pipelines).")
-        if args.quantization in IMAGE_SCHEMES:
-            raise ValueError(f"--quantization {args.quantization} is for image models; chat models use "
-                             f"{', '.join(sorted(SCHEMES))}.")
-        if args.plan_only is not None:
-            raise ValueError("--plan-only is for image models (diffusers folders).")
-        build_chat_model(
-            source, args.out, args.quantization or "q4f32", model_id=args.model_id,
-            context_window=args.context_window, prefill_chunk=args.prefill_chunk, link_mode=link_mode,
-        )
-    except (SourceError, ToolchainError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return _report(lambda: _build(args))
     except OSError as err:  # e.g. disk full: the build is atomic, so nothing half-written remains
         print(f"error: writing the model failed ({err}); no output was left behind. "
               "Check free disk space and permissions of --out.", file=sys.stderr)
         return 1
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .package.chat_build import build_chat_model
+    from .package.image.schemes import IMAGE_SCHEMES
+    from .quant.schemes import SCHEMES
+    from .sources import load_source
+    from .sources.default_model import resolve_alias
+    from .sources.diffusers_folder import DiffusersPipeline
+    from .toolchain.link import LinkMode
+
+    link_mode = LinkMode.FAST if args.fast_link else LinkMode.RELEASE
+    source = load_source(resolve_alias(args.model), variant=args.variant)
+    if isinstance(source, DiffusersPipeline):
+        return _build_image(args, source, link_mode)
+    if args.variant is not None:
+        raise OptionError("--variant is for image models (diffusers pipelines).")
+    if args.quantization in IMAGE_SCHEMES:
+        raise OptionError(f"--quantization {args.quantization} is for image models; chat models use "
+                          f"{', '.join(sorted(SCHEMES))}.")
+    if args.plan_only is not None:
+        raise OptionError("--plan-only is for image models (diffusers folders).")
+    build_chat_model(
+        source, args.out, args.quantization or "q4f32", model_id=args.model_id,
+        context_window=args.context_window, prefill_chunk=args.prefill_chunk, link_mode=link_mode,
+    )
     return 0
 
 
-def _build_image(args: argparse.Namespace, pipeline, link_mode) -> int:
-    import json
-
-    from .package.image_model import IMAGE_SCHEMES, build_image_model
+def _build_image(args: argparse.Namespace, pipeline: DiffusersPipeline, link_mode: LinkMode) -> int:
+    from .package.image.build import build_image_model
+    from .package.image.schemes import IMAGE_SCHEMES
 
     quantization = args.quantization or "f16"
     if quantization not in IMAGE_SCHEMES:
-        raise ValueError(f"--quantization {quantization} is for chat models; image models (diffusers folders) use "
-                         f"{', '.join(IMAGE_SCHEMES)}.")
+        raise OptionError(f"--quantization {quantization} is for chat models; image models (diffusers folders) use "
+                          f"{', '.join(IMAGE_SCHEMES)}.")
     if args.max_binding_mib <= 0:
-        raise ValueError("--max-binding-mib must be a positive number of MiB.")
+        raise OptionError("--max-binding-mib must be a positive number of MiB.")
     result = build_image_model(
         pipeline, args.out, quantization, model_id=args.model_id, size=args.size, link_mode=link_mode,
         turbo=args.turbo, max_binding=args.max_binding_mib * 2**20, plan_only=args.plan_only is not None,

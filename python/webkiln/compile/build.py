@@ -11,7 +11,7 @@ from .targets import get_target
 
 def build_module(mod, target: str, output: str | Path, mode: LinkMode = LinkMode.FAST) -> Path:
     """Compiles `mod` for `target` (a name in TARGETS) and writes the linked artifact."""
-    import tvm
+    import tvm  # lazy: TVM takes seconds to import, and package/ (so `build_web --help`) imports this module
 
     spec = get_target(target)
     output = Path(output)

@@ -7,16 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import tvm
+from tvm import relax
 
 
 class NativeLM:
     PAGE_SIZE = 16
 
     def __init__(self, library: str | Path, params: Sequence[np.ndarray], context: int, prefill_chunk: int) -> None:
-        import tvm
-        from tvm import relax
-
-        self.tvm = tvm
         self.dev = tvm.cpu()
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.dev)
         self.params = [tvm.runtime.tensor(p, self.dev) for p in params]
@@ -27,17 +25,17 @@ class NativeLM:
         self.reset()
 
     def reset(self) -> None:
-        S = self.tvm.runtime.ShapeTuple
+        S = tvm.runtime.ShapeTuple
         self.kv = self.vm["create_paged_kv_cache"](
             S([1]), S([self.context]), S([self.prefill_chunk]), S([self.PAGE_SIZE]), S([0]))
         self._add(self.kv, 0)
 
     def _forward(self, fn: str, ids: Sequence[int]) -> np.ndarray:
-        S = self.tvm.runtime.ShapeTuple
-        embed = self.vm["embed"](self.tvm.runtime.tensor(np.asarray(ids, dtype=np.int32), self.dev), self.params)
+        S = tvm.runtime.ShapeTuple
+        embed = self.vm["embed"](tvm.runtime.tensor(np.asarray(ids, dtype=np.int32), self.dev), self.params)
         embed = embed.numpy()[None]
         self._begin(self.kv, S([0]), S([len(ids)]))
-        logits, self.kv = self.vm[fn](self.tvm.runtime.tensor(embed, self.dev), self.kv, self.params)
+        logits, self.kv = self.vm[fn](tvm.runtime.tensor(embed, self.dev), self.kv, self.params)
         self._end(self.kv)
         return logits.numpy().reshape(-1)
 

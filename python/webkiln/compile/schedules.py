@@ -17,6 +17,8 @@ TOKEN_TILE_ATTR = "webkiln_token_tile"
 
 
 def _rowwise_rule():
+    # Lazy: TVM takes seconds to import, and models/llm.py (so package/ and `build_web --help`)
+    # imports this module for TOKEN_TILE_ATTR.
     from tvm import s_tir, tirx
     from tvm.s_tir.dlight.analysis import normalize_prim_func
     from tvm.s_tir.dlight.base import try_inline
@@ -118,7 +120,7 @@ def _rowwise_rule():
 
 def relax_pipeline(target: Any):
     """The Relax pipeline for `target`: TVM's default, plus our rule first on GPU targets."""
-    import tvm
+    import tvm  # lazy, as in _rowwise_rule
     from tvm import relax
     from tvm.s_tir import dlight as dl
 

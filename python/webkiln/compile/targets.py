@@ -23,7 +23,7 @@ class TargetSpec:
     description: str
 
     def tvm_target(self):
-        import tvm
+        import tvm  # lazy: TVM takes seconds to import; the target table is read without it
 
         if self.host is None:
             return tvm.target.Target(self.target)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from tvm import te
+from tvm.relax.frontend import nn
 
 from ..quant.formats import FORMATS
 
@@ -29,7 +31,6 @@ OUTPUTS = ("normed", "projected", "logits", "probs")
 
 def build_ir(config: KernelCheckConfig = KernelCheckConfig()):
     """Returns (IRModule, parameter names in call order)."""
-    from tvm.relax.frontend import nn
 
     class KernelCheck(nn.Module):
         def __init__(self) -> None:
@@ -43,8 +44,6 @@ def build_ir(config: KernelCheckConfig = KernelCheckConfig()):
             normed = self.norm(x)
             projected = self.proj(normed)
             def dequantize(q, s):
-                from tvm import te
-
                 return te.compute((config.vocab, config.hidden),
                                   lambda r, c: Q4.value_te({"qweight": q, "scale": s}, r, c, "float32"),
                                   name="dequantize")

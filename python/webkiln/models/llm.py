@@ -21,34 +21,15 @@ Entry points (all take the packed parameter tuple last):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..compile.schedules import TOKEN_TILE_ATTR
-from ..quant.formats import FORMATS, WeightFormat
-from ..sources.base import LlmConfig
-
-# Linear layers of one decoder layer, with the source weights fused into each.
-LAYER_LINEARS = {
-    "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    "self_attn.o_proj": ("self_attn.o_proj",),
-    "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
-    "mlp.down_proj": ("mlp.down_proj",),
-}
-
-
-@dataclass(frozen=True)
-class WeightPlan:
-    """The storage format of every matrix, by module path (e.g. 'model.layers.3.mlp.down_proj')."""
-
-    formats: tuple[tuple[str, str], ...]
-
-    def format_of(self, path: str) -> WeightFormat:
-        return FORMATS[dict(self.formats)[path]]
+from ..model_source import LlmConfig
+from ..quant.formats import WeightFormat
+from ..quant.plan import WeightPlan
 
 
 def _matmul_te(x, fmt: WeightFormat, params: dict, out_f: int, in_f: int, dtype: str, name: str):
     """y[..., j] = sum_k x[..., k] * W[j, k] with W dequantized on the fly."""
-    from tvm import te
+    from tvm import te  # lazy, as in build_model_class
 
     k = te.reduce_axis((0, in_f), name="k")
     if len(x.shape) == 3:
@@ -89,7 +70,7 @@ def merge_state_kernel(num_heads: int, head_dim: int, dtype: str):
     Here one thread owns one (n, h): it reads both states, rescales all of V[n, h, :]
     and then writes S[n, h], so nothing is shared and no barrier is needed.
     """
-    from tvm.script import tirx as T
+    from tvm.script import tirx as T  # lazy, as in build_model_class
 
     threads = MERGE_THREADS
 
@@ -128,7 +109,7 @@ def _replace_merge_kernel(num_heads: int, head_dim: int, dtype: str) -> None:
 
     CPU targets get TVM's serial `merge_state_inplace_cpu` instead, which is correct.
     """
-    from tvm import relax as rx
+    from tvm import relax as rx  # lazy, as in build_model_class
 
     bb = rx.BlockBuilder.current()
     name = "tir_attention_merge_state"
@@ -138,8 +119,11 @@ def _replace_merge_kernel(num_heads: int, head_dim: int, dtype: str) -> None:
 
 
 def build_model_class():
-    """Defines the nn.Module classes (imports TVM lazily: `webkiln serve` never needs it)."""
+    """Defines the nn.Module classes."""
+    # Lazy: TVM takes seconds to import, and this module is imported by package/ (so by
+    # `build_web --help`) and by the weight-only paths that never build a graph.
     from tvm import relax as rx
+    from tvm import te
     from tvm.relax.frontend import nn
     from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, TIRPagedKVCache
     from tvm.relax.frontend.nn.llm._kernel_common import RopeMode
@@ -169,8 +153,6 @@ def build_model_class():
 
         def rows(self, ids):
             """Rows `ids` of the dequantized matrix (an embedding lookup)."""
-            from tvm import te
-
             names = self._names
 
             def compute(idx, *ps):
@@ -282,8 +264,6 @@ def build_model_class():
             return self.model.embed_tokens(input_ids)
 
         def prefill(self, input_embed, paged_kv_cache):
-            from tvm import te
-
             hidden = self.model(input_embed, paged_kv_cache)
 
             def last(x):  # only the last position's logits are needed

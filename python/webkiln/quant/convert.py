@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ..models.llm import LAYER_LINEARS, WeightPlan
-from ..sources.base import ModelSource
+from ..model_source import ModelSource
 from .formats import FORMATS, GGML_KEPT
+from .plan import LAYER_LINEARS, WeightPlan
 from .schemes import Scheme
 
 

@@ -19,8 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import WebkilnError
+
 GROUP = 32
 GGML_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
+
+
+class QuantizationError(WebkilnError, ValueError):
+    """A quantization the user asked for does not exist or does not fit the model's shapes."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +60,10 @@ class WeightFormat:
             return {"weight": ((out_f, in_f), dtype)}
         if self.bits == 16:
             if in_f % 2:
-                raise ValueError(f"{self.name} needs an even in_features, got {in_f}")
+                raise QuantizationError(f"{self.name} needs an even in_features, got {in_f}")
             return {"weight": ((out_f, in_f // 2), "uint32")}
         if in_f % GROUP:
-            raise ValueError(f"{self.name} needs in_features divisible by {GROUP}, got {in_f}")
+            raise QuantizationError(f"{self.name} needs in_features divisible by {GROUP}, got {in_f}")
         # Scales and minimums stay f32 whatever the activation dtype: the f32 and
         # f16 builds of one model then read the same weight files.
         specs = {
@@ -139,7 +145,7 @@ class WeightFormat:
 
     def value_te(self, params: dict, row, col, dtype: str):
         """TIR expression for element [row, col] of the dequantized matrix."""
-        from tvm import tirx
+        from tvm import tirx  # lazy: TVM takes seconds to import; conversion and `build_web --help` never need it
 
         if not self.packed:
             return params["weight"][row, col].astype(dtype)
@@ -166,7 +172,7 @@ def _f16_bits_to_f32(h):
     """IEEE half bits (uint32 holding 16 bits) -> the same value as float32, exactly.
     Normal, infinite and NaN halves map by moving the fields (exponent bias 15 -> 127,
     all-ones exponent -> 255); zeros and subnormals are mantissa * 2**-24."""
-    from tvm import tirx
+    from tvm import tirx  # lazy, as in WeightFormat.value_te
 
     u32 = lambda v: tirx.const(v, "uint32")  # noqa: E731
     sign = tirx.bitwise_and(h, u32(0x8000))

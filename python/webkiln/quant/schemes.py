@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .formats import QuantizationError
+
 
 @dataclass(frozen=True)
 class Scheme:
@@ -30,7 +32,7 @@ def get_scheme(name: str) -> Scheme:
     try:
         return SCHEMES[name]
     except KeyError:
-        raise ValueError(
+        raise QuantizationError(
             f"unknown quantization '{name}'; choose one of: "
             + ", ".join(f"{s.name} ({s.description})" for s in SCHEMES.values())
         ) from None

@@ -7,9 +7,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .base import (
+from ..model_source import (
     KEPT_GGML_TYPES,
     SUPPORTED_ARCHITECTURES,
     LlmConfig,
@@ -17,12 +16,10 @@ from .base import (
     SourceError,
     SourceTensor,
 )
+from .diffusers_folder import DiffusersPipeline, load_diffusers_folder
 from .gguf import load_gguf
 from .hf_folder import load_hf_folder
 from .hub import load_hub, looks_like_hub_id
-
-if TYPE_CHECKING:  # imported lazily: models.diffusion.config imports this package's base
-    from .diffusers_folder import DiffusersPipeline
 
 __all__ = [
     "KEPT_GGML_TYPES", "SUPPORTED_ARCHITECTURES", "LlmConfig", "ModelSource", "SourceError", "SourceTensor",
@@ -44,8 +41,6 @@ def load_source(spec: str | Path, variant: str | None = None) -> ModelSource | D
         source = load_gguf(path) if _is_gguf(path) else _unknown_file(path)
     elif path.is_dir():
         if (path / "model_index.json").is_file():  # a diffusers pipeline: an image model
-            from .diffusers_folder import load_diffusers_folder
-
             return load_diffusers_folder(path, variant)  # checked while loading: every tensor bound by name and shape
         if not (path / "config.json").is_file():
             raise SourceError(f"{path}: folder has no config.json; pass a Hugging Face model folder "

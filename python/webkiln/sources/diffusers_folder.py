@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import BPE
 
 from ..models.diffusion.config import (
     ClipTextConfig,
@@ -33,7 +35,8 @@ from ..models.diffusion.config import (
     parse_unet_config,
     parse_vae_config,
 )
-from .base import SourceError, SourceTensor
+from ..models.diffusion.params import Binding, bind, convert, export, param_specs
+from ..model_source import SourceError, SourceTensor
 from .hf_folder import _safetensors_header, _shards, _source_tensor
 
 SUBFOLDERS = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")
@@ -58,8 +61,6 @@ class Component:
 
     def params(self, dtype: str = "float32") -> list[np.ndarray]:
         """Our parameters, converted, in the packed order of `models.diffusion.params.export(...)`."""
-        from ..models.diffusion.params import Binding, convert, param_specs
-
         specs = param_specs(self.name, self.config, dtype)
         assert [s[0] for s in specs] == [b.param for b in self.bindings]
         bindings = [Binding(b.param, b.source, b.shape, dtype_) for b, (_, _, dtype_) in zip(self.bindings, specs)]
@@ -83,16 +84,6 @@ class ClipTokenizerFiles:
         byte-level symbols, word-final pieces marked with `</w>`, and <bos> ... <eos> around
         every encoding.
         """
-        from tokenizers import (
-            Regex,
-            Tokenizer,
-            decoders,
-            normalizers,
-            pre_tokenizers,
-            processors,
-        )
-        from tokenizers.models import BPE
-
         id_to_token = {i: t for t, i in self.vocab.items()}
         bos, eos = id_to_token[self.bos_token_id], id_to_token[self.eos_token_id]
         merges = [tuple(m.split(" ")) for m in self.merges]
@@ -114,8 +105,6 @@ class ClipTokenizerFiles:
     def encode_prompt(self, text: str, length: int | None = None) -> list[int]:
         """`length` (default model_max_length) ids as Stable Diffusion pipelines feed the text
         encoder: <bos>, at most `length - 2` tokens, <eos>, then padding."""
-        from tokenizers import Tokenizer
-
         length = length or self.model_max_length
         ids = Tokenizer.from_str(self.tokenizer_json()).encode(text, add_special_tokens=False).ids
         ids = [self.bos_token_id, *ids[: length - 2], self.eos_token_id]
@@ -143,8 +132,6 @@ class DiffusersPipeline:
                latent_width: int | None = None, batch: int = 2):
         """models.diffusion.params.export for one component of this pipeline: latent sizes default
         to the UNet's sample_size, the UNet's text length is the text encoder's."""
-        from ..models.diffusion.params import export
-
         size = self.unet.config.sample_size
         return export(component, self.components[component].config, dtype, latent_height or size,
                       latent_width or size, batch, self.text_encoder.config.max_position_embeddings)
@@ -365,6 +352,7 @@ def _safetensors_tensors(files: dict[Path, list[str] | None]) -> dict[str, Sourc
 
 
 def _bin_tensors(path: Path) -> dict[str, SourceTensor]:
+    # Lazy: torch is optional (the test extra) and slow to import; only `.bin` checkpoints need it.
     import torch
 
     try:
@@ -393,8 +381,6 @@ def _bin_tensors(path: Path) -> dict[str, SourceTensor]:
 
 
 def _component(folder: Path, name: str, cfg: Any, raw: dict[str, Any], variant: str | None) -> Component:
-    from ..models.diffusion.params import bind, param_specs
-
     files, tensors = _weight_files(folder, name, variant)
     where = ", ".join(str(f) for f in files)
     bindings = bind(name, param_specs(name, cfg), {n: t.shape for n, t in tensors.items()}, where)

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gguf import GGUFReader
+from gguf.quants import dequantize as gguf_dequantize
 
-from .base import KEPT_GGML_TYPES, SUPPORTED_ARCHITECTURES, LlmConfig, ModelSource, SourceError, SourceTensor
+from ..model_source import KEPT_GGML_TYPES, SUPPORTED_ARCHITECTURES, LlmConfig, ModelSource, SourceError, SourceTensor
 from .tokenizer import spec_from_fields, tokenizer_json_from_gguf
 
 GGUF_MAGIC = b"GGUF"
@@ -104,8 +106,6 @@ def _open_reader(path: Path) -> Any:
 
 @functools.lru_cache(maxsize=2)
 def _cached_reader(path_str: str, size: int, _mtime_ns: int) -> Any:
-    from gguf import GGUFReader
-
     path = Path(path_str)
     with open(path, "rb") as handle:
         magic = handle.read(4)
@@ -268,8 +268,6 @@ def _source_tensor(name: str, shape: tuple[int, ...], tensor: Any, rows: np.ndar
     type_name = tensor.tensor_type.name
 
     def dequantize() -> np.ndarray:
-        from gguf.quants import dequantize as gguf_dequantize
-
         values = gguf_dequantize(tensor.data, tensor.tensor_type).reshape(shape)
         return values[rows] if rows is not None else values
 

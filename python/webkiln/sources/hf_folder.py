@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
+from tokenizers import Tokenizer
 
-from .base import SUPPORTED_ARCHITECTURES, LlmConfig, ModelSource, SourceError, SourceTensor
+from ..model_source import SUPPORTED_ARCHITECTURES, LlmConfig, ModelSource, SourceError, SourceTensor
 
 # config.json `model_type` -> the architecture webkiln builds it as.
 MODEL_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
@@ -146,8 +148,6 @@ def _rope(raw: dict[str, Any], file_name: str) -> dict[str, Any]:
 
 
 def _vocab(tokenizer_json: str, path: Path) -> dict[str, int]:
-    from tokenizers import Tokenizer
-
     try:
         return Tokenizer.from_str(tokenizer_json).get_vocab(with_added_tokens=True)
     except Exception as error:  # tokenizers raises plain Exception on bad JSON
@@ -295,8 +295,6 @@ def _source_tensor(path: Path, name: str, entry: dict[str, Any]) -> SourceTensor
             bits = np.memmap(path, dtype=_DTYPES["BF16"], mode="r", offset=entry["offset"], shape=shape or (1,))
             # bfloat16 is the top half of a float32.
             return (bits.astype(np.uint32) << 16).view(np.float32).reshape(shape)
-        from safetensors import safe_open
-
         try:
             with safe_open(path, framework="numpy") as handle:
                 return handle.get_tensor(name)

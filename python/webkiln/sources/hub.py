@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .base import ModelSource, SourceError
+from huggingface_hub import HfApi, snapshot_download, try_to_load_from_cache
+from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+from ..model_source import ModelSource, SourceError
+from .diffusers_folder import DiffusersPipeline, hub_files, load_diffusers_folder
 from .hf_folder import load_hf_folder
-
-if TYPE_CHECKING:
-    from .diffusers_folder import DiffusersPipeline
 
 # Only what a chat-model folder load reads: configs, tokenizer files, chat template, safetensors.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.jinja"]
@@ -28,11 +28,6 @@ def download_hub(repo_id: str, revision: str | None = None, endpoint: str | None
     """The repository's file list decides what is fetched: a diffusers pipeline gets exactly the
     files its loader reads (`diffusers_folder.hub_files`), anything else ALLOW_PATTERNS. When the
     Hub cannot be reached, a snapshot already in the local Hub cache is used."""
-    from huggingface_hub import HfApi, snapshot_download, try_to_load_from_cache
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
-
-    from .diffusers_folder import hub_files
-
     try:
         try:
             info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision)
@@ -71,8 +66,6 @@ def load_hub(repo_id: str, revision: str | None = None, endpoint: str | None = N
              variant: str | None = None) -> ModelSource | DiffusersPipeline:
     folder = download_hub(repo_id, revision=revision, endpoint=endpoint, variant=variant)
     if (folder / "model_index.json").is_file():
-        from .diffusers_folder import load_diffusers_folder
-
         return load_diffusers_folder(folder, variant, origin=repo_id, name=repo_id.split("/")[-1])
     if not (folder / "config.json").is_file():
         raise SourceError(f"{repo_id}: the repository has neither config.json (a chat model) nor "

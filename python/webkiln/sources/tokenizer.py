@@ -16,7 +16,7 @@ from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from .base import SourceError
+from ..model_source import SourceError
 
 # GGUF `tokenizer.ggml.token_type` values (llama.cpp's llama_token_type).
 TOKEN_TYPE_CONTROL = 3

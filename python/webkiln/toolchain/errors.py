@@ -1,5 +1,9 @@
 """Errors raised by the toolchain, each naming the problem and the fix."""
 
+from __future__ import annotations
 
-class ToolchainError(RuntimeError):
+from ..errors import WebkilnError
+
+
+class ToolchainError(WebkilnError, RuntimeError):
     """A build tool is missing, broken or failed."""

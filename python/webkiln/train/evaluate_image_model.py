@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+from PIL import Image
 
 from . import shapes
 
 
 def load_pipeline(folder, threads: int = 2):
-    import torch
-    from diffusers import StableDiffusionPipeline
-
     torch.set_num_threads(threads)
     pipe = StableDiffusionPipeline.from_pretrained(str(folder), torch_dtype=torch.float32, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
@@ -34,8 +34,6 @@ def load_pipeline(folder, threads: int = 2):
 
 def generate(pipe, prompts, *, steps: int = 25, guidance: float = 5.0, seed: int = 0) -> list[np.ndarray]:
     """One image per prompt (uint8 HxWx3), prompt i seeded with seed + i, in one batch."""
-    import torch
-
     gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
     out = pipe(list(prompts), num_inference_steps=steps, guidance_scale=guidance, generator=gens, output_type="np")
     return [np.clip(im * 255.0 + 0.5, 0, 255).astype(np.uint8) for im in out.images]
@@ -62,8 +60,6 @@ def score(images, prompts) -> dict:
 
 def contact_sheet(images, verdicts, path, scale: int = 4, cols: int = 5) -> None:
     """Samples enlarged `scale`x, a green/red bar under each: colour ok, position ok."""
-    from PIL import Image
-
     h, w, _ = images[0].shape
     cell_h, cell_w = h * scale + 6, w * scale + 2
     rows = (len(images) + cols - 1) // cols

@@ -41,7 +41,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from tokenizers import Tokenizer, pre_tokenizers, trainers
+from tokenizers.models import BPE
 from tqdm import tqdm
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from . import shapes
 
@@ -56,11 +60,8 @@ SCHEDULE = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="linear",
 def build_tokenizer(folder: Path):
     """A CLIP BPE tokenizer (vocab.json + merges.txt, `</w>` word ends, byte-level alphabet)
     in which every caption word is one token; other text falls back to byte-level pieces."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import CLIPTokenizer
-
     specials = ["<|startoftext|>", "<|endoftext|>"]
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token="<|endoftext|>"))
+    bpe = Tokenizer(BPE(end_of_word_suffix="</w>", unk_token="<|endoftext|>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(
@@ -87,9 +88,6 @@ def build_tokenizer(folder: Path):
 
 
 def build_models(tokenizer, unet_channels=(32, 64, 96)):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=256, num_hidden_layers=3,
         num_attention_heads=4, max_position_embeddings=TEXT_MAX_LEN, projection_dim=64,
@@ -191,8 +189,6 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
 
-    from diffusers import DDPMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
-
     tok_dir = Path(tempfile.mkdtemp(prefix="t2i-tokenizer-"))
     tokenizer = build_tokenizer(tok_dir)
     text_encoder, vae, unet = build_models(tokenizer, tuple(int(c) for c in args.unet_channels.split(",")))
@@ -204,17 +200,12 @@ def main(argv=None) -> int:
     if args.vae_from is not None:
         if args.init is not None:
             ap.error("--vae-from and --init exclude each other (--init keeps the VAE already)")
-        from diffusers import AutoencoderKL
-
         vae = AutoencoderKL.from_pretrained(args.vae_from / "vae", torch_dtype=torch.float32)
         vae_log = json.loads((args.vae_from / "training_log.json").read_text())
         state.update(phase="unet", vae_steps_done=vae_log["vae_steps"])
         state["log"]["vae"] = vae_log["loss_log"]["vae"]
         print(f"VAE from {args.vae_from} ({vae_log['vae_steps']} VAE steps there)", flush=True)
     if args.init is not None:
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import CLIPTextModel
-
         vae = AutoencoderKL.from_pretrained(args.init / "vae", torch_dtype=torch.float32)
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(args.init / "unet", torch_dtype=torch.float32).state_dict())
         text_encoder.load_state_dict(CLIPTextModel.from_pretrained(args.init / "text_encoder", torch_dtype=torch.float32).state_dict())

@@ -21,6 +21,8 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 from tvm.relax.frontend.nn.core import wrap_nested
 
+from ...errors import WebkilnError
+
 
 def _f32(x):
     return x if x.dtype == "float32" else x.astype("float32")
@@ -128,7 +130,12 @@ def _causal_mask(scores, offset: int = 0):
 SCORE_BYTES = 4  # scores and softmax are float32
 
 
-class AttentionTooLarge(ValueError):
+class DiffusionShapeError(WebkilnError, ValueError):
+    """A diffusion module cannot be built at the asked size or within the binding budget; the
+    message names the size or tensor."""
+
+
+class AttentionTooLarge(DiffusionShapeError):
     """Even one query row of one head does not fit the score budget."""
 
 

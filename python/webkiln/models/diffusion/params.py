@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ...sources.base import SourceError
+from ...model_source import SourceError
 from .config import ClipTextConfig, UNetConfig, VaeConfig
 
 COMPONENTS = ("text_encoder", "unet", "vae")
@@ -39,6 +39,8 @@ def build(component: str, cfg: Any, dtype: str = "float32", latent_height: int |
     `max_binding`: the most bytes an attention score tensor of the UNet / VAE may take (the build's
     per-binding limit); larger attentions are computed in query chunks (layers.attention_tiles).
     None: never chunked. CLIP's 77x77 scores never come near a limit."""
+    # The modules import TVM (seconds) at their top; loading a pipeline (sources/) imports this
+    # module for the parameter bindings only, so the modules are imported when one is built.
     if component == "text_encoder":
         from .clip import ClipTextModel
 

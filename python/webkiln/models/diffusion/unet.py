@@ -23,6 +23,7 @@ from tvm.relax.frontend.nn import op
 from .config import UNetConfig
 from .layers import (
     Conv2d,
+    DiffusionShapeError,
     Downsample2D,
     Empty,
     GroupNorm,
@@ -224,7 +225,7 @@ class UNet2DConditionModel(nn.Module):
         self.width = latent_width or cfg.sample_size
         for name, size in (("latent height", self.height), ("latent width", self.width)):
             if size % cfg.downscale:
-                raise ValueError(f"{name} {size} is not a multiple of {cfg.downscale} (the UNet halves it "
+                raise DiffusionShapeError(f"{name} {size} is not a multiple of {cfg.downscale} (the UNet halves it "
                                  f"{len(cfg.block_out_channels) - 1} times)")
         ch = cfg.block_out_channels
         self.conv_in = Conv2d(cfg.in_channels, ch[0], 3, padding=1, dtype=dtype)

@@ -3,6 +3,10 @@
 Sources (GGUF file, Hugging Face folder, hub id) differ in layout; after
 loading they all look like this, with Hugging Face tensor names and shapes, so
 models/ and quant/ never care where weights came from.
+
+A module of its own, below sources/, models/ and quant/: the loaders (sources/) need the
+diffusion models' configs and parameter bindings (models/), and models/ and quant/ need
+these types, so keeping them inside sources/ would make those packages import each other.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from .errors import WebkilnError
 
-class SourceError(ValueError):
+
+class SourceError(WebkilnError, ValueError):
     """A model source is missing, malformed or unsupported. The message names the
     file or field and says how to fix it; the CLI prints it and exits non-zero."""
 
