@@ -8,21 +8,7 @@ import * as storage from "../../web/src/storage/index";
 import { IncrementalDetokenizer, Tokenizer } from "../../web/src/base/tokenizer";
 import { Pcg32 } from "../../web/src/base/prng";
 import { argmax, sample, type SamplingParams } from "../../web/src/llm/sampling";
-
-interface ErrorInfo {
-  name: string;
-  message: string;
-  url?: string;
-  status?: number;
-}
-
-function describeError(error: unknown): ErrorInfo {
-  if (error instanceof Error) {
-    const extra = error as Error & { url?: string; status?: number };
-    return { name: error.name, message: error.message, url: extra.url, status: extra.status };
-  }
-  return { name: typeof error, message: String(error) };
-}
+import { describeError } from "./error_info";
 
 function toBase64(buffer: ArrayBuffer): string {
   const bytes = new Uint8Array(buffer);

@@ -6,21 +6,7 @@
 import * as errors from "../../web/src/base/errors";
 import type { ManifestFile } from "../../web/src/base/manifest_types";
 import * as storage from "../../web/src/storage/index";
-
-interface ErrorInfo {
-  name: string;
-  message: string;
-  url?: string;
-  status?: number;
-}
-
-function describeError(error: unknown): ErrorInfo {
-  if (error instanceof Error) {
-    const extra = error as Error & { url?: string; status?: number };
-    return { name: error.name, message: error.message, url: extra.url, status: extra.status };
-  }
-  return { name: typeof error, message: String(error) };
-}
+import { type ErrorInfo, describeError } from "./error_info";
 
 /** Runs `f`; its value, or the error it threw, as data. */
 async function attempt<T>(f: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: ErrorInfo }> {
