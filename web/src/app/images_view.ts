@@ -4,40 +4,23 @@
 // the result with a PNG download, and the gallery (gallery.ts).
 // The engine holds one model at a time: this tab loads its model when it is shown.
 
-import type { Engine, ImageGenerateRequest, ImagePreview, ImageSchedulerName, ModelInfo } from "../engine/api";
+import { SCHEDULER_LABELS } from "../base/scheduler_labels";
+import type { Engine, ImageDefaults, ImageGenerateRequest, ImagePreview, ImageSchedulerName, ModelInfo } from "../engine/api";
 import type { DeviceInfo } from "./device";
 import { el, h } from "./dom";
 import { isAbort, type ErrorBanner } from "./errors";
 import { GalleryStore, newGalleryId, type GalleryItem, type ImageParameters } from "./gallery";
+import { rememberedModel, TabModelLoader } from "./model_load";
 import { modelLabel, ModelPicker } from "./model_picker";
 
 const MODEL_KEY = "webkiln.imageModel";
-const SCHEDULER_CLASSES: Record<string, string> = {
-  EulerDiscreteScheduler: "euler",
-  EulerAncestralDiscreteScheduler: "euler_a",
-  DPMSolverMultistepScheduler: "dpmpp_2m",
-};
-const SAMPLER_NAMES: Record<string, string> = { euler: "Euler", euler_a: "Euler a", euler_ancestral: "Euler a", dpmpp_2m: "DPM++ 2M" };
-
 type Busy = "idle" | "loading" | "generating";
 
-/** What the manifest says about generation (read by the app for its form). */
-interface ModelDefaults {
-  width: number;
-  height: number;
-  steps: number;
-  maxSteps: number;
-  guidance: number;
-  scheduler: string;
+/** A gallery item's sampler as shown: items saved before the API's names may hold any string. */
+function schedulerLabel(name: string): string {
+  return Object.prototype.hasOwnProperty.call(SCHEDULER_LABELS, name) ? SCHEDULER_LABELS[name as keyof typeof SCHEDULER_LABELS] : name;
 }
 
-function remembered(): string | null {
-  try {
-    return localStorage.getItem(MODEL_KEY);
-  } catch {
-    return null;
-  }
-}
 
 function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
   const text = atob(b64);
@@ -79,12 +62,11 @@ export class ImagesView {
   private readonly picker: ModelPicker;
 
   private models: ModelInfo[] = [];
-  private defaults = new Map<string, ModelDefaults>();
   private busy: Busy = "idle";
   private loaded: string | null = null;
   private wanted: string | null = null;
   private active = false;
-  private loading: AbortController | null = null;
+  private readonly loader: TabModelLoader;
   private generation: AbortController | null = null;
   /** Object URLs of the gallery's images, by item id (revoked when an item goes). */
   private urls = new Map<string, string>();
@@ -103,13 +85,19 @@ export class ImagesView {
       device,
       {
         onChoose: (id) => {
-          void this.showDefaults(id);
+          this.showDefaults(id);
           void this.load(id);
         },
         onError: (error) => this.errors.show(error),
       },
       { select: "image-model-select", info: "image-model-info", panel: false },
     );
+    this.loader = new TabModelLoader({
+      picker: this.picker,
+      errors: this.errors,
+      setStatus: (text, isError) => this.setStatus(text, isError),
+      rememberAs: MODEL_KEY,
+    });
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       void this.generate();
@@ -122,7 +110,7 @@ export class ImagesView {
     });
     this.stopButton.addEventListener("click", () => this.generation?.abort());
     el<HTMLButtonElement>("cancel-load").addEventListener("click", () => {
-      if (this.active) this.loading?.abort();
+      if (this.active) this.loader.cancel();
     });
     document.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && this.active && this.busy === "generating") {
@@ -154,10 +142,10 @@ export class ImagesView {
       this.sync();
       return;
     }
-    const first = this.picker.initialChoice(remembered()) ?? models[0]!;
+    const first = this.picker.initialChoice(rememberedModel(MODEL_KEY)) ?? models[0]!;
     this.wanted = first.id;
     this.picker.choose(first.id);
-    await this.showDefaults(first.id);
+    this.showDefaults(first.id);
     this.sync();
   }
 
@@ -179,13 +167,7 @@ export class ImagesView {
   deactivate(): void {
     this.active = false;
     this.modelArea.hidden = true;
-    if (this.loading) {
-      const controller = this.loading;
-      this.loading = null;
-      controller.abort();
-      this.busy = "idle";
-      this.picker.progress(null);
-    }
+    if (this.loader.drop()) this.busy = "idle";
     if (this.loaded) this.onModelChange?.(null);
     this.loaded = null;
     this.sync();
@@ -197,93 +179,41 @@ export class ImagesView {
 
   // ---- the model ------------------------------------------------------------------
 
-  private async fetchDefaults(id: string): Promise<ModelDefaults | null> {
-    const known = this.defaults.get(id);
-    if (known) return known;
-    const model = this.models.find((m) => m.id === id);
-    if (!model) return null;
-    try {
-      const response = await fetch(model.manifestUrl);
-      const m = (await response.json()) as {
-        image?: { width: number; height: number };
-        generation?: { steps: number; max_steps: number; guidance_scale: number; width: number; height: number };
-        scheduler?: { class?: string | null; _class_name?: string };
-      };
-      const cls = m.scheduler?.class ?? m.scheduler?._class_name ?? "";
-      const d: ModelDefaults = {
-        width: m.generation?.width ?? m.image?.width ?? 0,
-        height: m.generation?.height ?? m.image?.height ?? 0,
-        steps: m.generation?.steps ?? 25,
-        maxSteps: m.generation?.max_steps ?? 150,
-        guidance: m.generation?.guidance_scale ?? 7.5,
-        scheduler: SCHEDULER_CLASSES[cls] ?? "euler",
-      };
-      this.defaults.set(id, d);
-      this.picker.setDetail(id, `${d.width}×${d.height} px`);
-      return d;
-    } catch (error) {
-      console.warn("could not read the manifest of", id, error);
-      return null;
-    }
+  /** The model's generation defaults, as the engine listed them (from its manifest). */
+  private defaultsOf(id: string): ImageDefaults | undefined {
+    return this.models.find((m) => m.id === id)?.image;
   }
 
-  private async showDefaults(id: string): Promise<void> {
-    const d = await this.fetchDefaults(id);
+  private showDefaults(id: string): void {
+    const d = this.defaultsOf(id);
     if (!d) return;
+    this.picker.setDetail(id, `${d.width}×${d.height} px`);
     this.size.value = `${d.width} × ${d.height}`;
     this.steps.value = String(d.steps);
-    this.steps.max = String(d.maxSteps);
-    this.guidance.value = String(d.guidance);
+    this.steps.max = String(d.max_steps);
+    this.guidance.value = String(d.guidance_scale);
     const first = this.scheduler.options[0];
-    if (first) first.textContent = `Model default (${SAMPLER_NAMES[d.scheduler] ?? d.scheduler})`;
+    if (first) first.textContent = `Model default (${SCHEDULER_LABELS[d.scheduler]})`;
   }
 
   async load(id: string): Promise<void> {
     if (!this.engine || this.busy === "generating" || !this.active) return;
-    this.loading?.abort();
-    const controller = new AbortController();
-    this.loading = controller;
     this.wanted = id;
     this.loaded = null;
     this.busy = "loading";
     this.errors.clear();
     this.picker.choose(id);
     this.sync();
-    const label = modelLabel(this.picker.find(id) ?? ({ id } as ModelInfo));
-    this.setStatus(`Loading ${label}…`);
-    try {
-      const info = await this.engine.loadModel(id, {
-        signal: controller.signal,
-        onProgress: (event) => {
-          if (this.loading === controller) this.picker.progress(event);
-        },
-      });
-      if (this.loading !== controller) return;
-      this.loaded = id;
-      try {
-        localStorage.setItem(MODEL_KEY, id);
-      } catch {
-        // Not remembered.
+    await this.loader.load(this.engine, id, (info) => {
+      if (info) {
+        this.loaded = id;
+        this.onModelChange?.(id);
       }
-      this.setStatus(`${label} is ready (${info.backend}, loaded in ${(info.millis / 1000).toFixed(1)} s).`);
-      this.onModelChange?.(id);
-    } catch (error) {
-      if (this.loading !== controller) return;
-      if (isAbort(error) || controller.signal.aborted) {
-        this.setStatus(`Loading ${label} was cancelled.`);
-      } else {
-        this.errors.show(error);
-        this.setStatus(`Loading ${label} failed.`, true);
-      }
-    } finally {
-      if (this.loading === controller) {
-        this.loading = null;
-        this.busy = "idle";
-        this.picker.progress(null);
-        this.sync();
-      }
-    }
+      this.busy = "idle";
+      this.sync();
+    });
   }
+
 
   // ---- generating -------------------------------------------------------------------
 
@@ -317,7 +247,7 @@ export class ImagesView {
     this.busy = "generating";
     this.errors.clear();
     const n = request.n ?? 1;
-    const steps = request.steps ?? this.defaults.get(model)?.steps ?? 0;
+    const steps = request.steps ?? this.defaultsOf(model)?.steps ?? 0;
     this.showProgress(0, n * steps);
     this.setStatus("Encoding the prompt…");
     this.sync();
@@ -339,7 +269,7 @@ export class ImagesView {
       });
       if (response.data.length === 0) throw new Error("The engine returned no image.");
       const extra = response.usage?.extra;
-      const d = this.defaults.get(model);
+      const d = this.defaultsOf(model);
       const created = (response.created || Math.floor(Date.now() / 1000)) * 1000;
       const now = Date.now();
       const items = response.data.map((item, i): GalleryItem => {
@@ -349,7 +279,7 @@ export class ImagesView {
           prompt: request.prompt,
           negativePrompt: request.negative_prompt ?? "",
           steps: extra?.steps ?? request.steps ?? steps,
-          guidanceScale: extra?.guidance_scale ?? request.guidance_scale ?? d?.guidance ?? 0,
+          guidanceScale: extra?.guidance_scale ?? request.guidance_scale ?? d?.guidance_scale ?? 0,
           seed,
           scheduler: extra?.scheduler ?? request.scheduler ?? d?.scheduler ?? "euler",
           width: extra?.width ?? d?.width ?? 0,
@@ -472,7 +402,7 @@ export class ImagesView {
       h(
         "p",
         { class: "hint" },
-        `Seed ${p.seed} · ${p.steps} steps · ${SAMPLER_NAMES[p.scheduler] ?? p.scheduler} · CFG ${p.guidanceScale} · ` +
+        `Seed ${p.seed} · ${p.steps} steps · ${schedulerLabel(p.scheduler)} · CFG ${p.guidanceScale} · ` +
           `${p.width}×${p.height} · ${p.model}`,
       ),
     );
