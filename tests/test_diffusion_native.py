@@ -492,7 +492,7 @@ def test_unet_and_vae_with_a_small_binding_budget(tiny, loaded, tmp_path):
 
 def _largest(mod, entry: str, only: tuple[str, ...] = (), skip: tuple[str, ...] = (), rank: int = 4) -> tuple[int, str]:
     """The largest 4-D kernel output of `entry` after fusion (scores, probabilities, feature maps; the
-    2-D weight transposes are not what tiling is about), as image_model.analyze_buffers fuses; `only`:
+    2-D weight transposes are not what tiling is about), as package/image/buffers.analyze_buffers fuses; `only`:
     kernels whose name has one of these words."""
     import tvm
     from tvm import relax
