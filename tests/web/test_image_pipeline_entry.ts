@@ -19,12 +19,13 @@ import {
 } from "../../web/src/image/pipeline";
 import type { SchedulerName } from "../../web/src/base/manifest_types";
 import type { SchedulerConfig } from "../../web/src/image/schedulers";
-import { type ParamRecord, uploadParams } from "../../web/src/image/tensors";
+import { uploadWeights } from "../../web/src/compiled/weights";
 
 interface ComponentIndex {
   wasm: string;
   bin: string;
-  params: ParamRecord[];
+  /** Packed parameters in the entry point's order; offset: bytes into the .bin. */
+  params: Array<{ name: string; shape: number[]; dtype: string; offset: number; nbytes: number }>;
   batch?: number;
 }
 
@@ -54,7 +55,11 @@ async function load(indexUrl: string): Promise<{ loadMs: number; adapter: string
       fetchBytes(new URL(c.bin, base).href),
     ]);
     const mod = await loadModule(wasm, "webgpu", gpu);
-    return { mod, params: await uploadParams(mod, c.params, bin) };
+    // Each parameter is one piece of the component's one .bin (the loader's record shape).
+    const records = c.params.map((p) => ({ ...p, pieces: [{ shard: 0, offset: p.offset, nbytes: p.nbytes }] }));
+    const params = uploadWeights(mod, records, [new Uint8Array(bin)]);
+    await mod.device.sync();
+    return { mod, params };
   };
   const unets = Array.isArray(index.components.unet) ? index.components.unet : [index.components.unet];
   pipeline = new ImagePipeline({

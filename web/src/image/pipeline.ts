@@ -30,7 +30,7 @@
 import type * as tvmjs from "@mlc-ai/web-runtime";
 import type { LoadedModule } from "../base/tvm";
 import { ImageGenerationAborted, InvalidRequestError } from "../base/errors";
-import type { SchedulerName } from "../base/manifest_types";
+import type { FloatDType, SchedulerName } from "../base/manifest_types";
 import { GaussianNoise, initialLatents } from "./latents";
 import {
   classifierFreeGuidance,
@@ -38,7 +38,7 @@ import {
   type Scheduler,
   type SchedulerConfig,
 } from "./schedulers";
-import { download, type FloatDType, upload } from "./tensors";
+import { download, upload } from "./tensors";
 
 const f32 = Math.fround;
 

@@ -1,12 +1,10 @@
 // Moving float tensors between JavaScript and a tvmjs device for the image pipeline:
-// float32 or float16 storage (f16 builds), with Float32Array on the JavaScript side, and
-// the packed parameter list of one component from one raw .bin.
+// float32 or float16 storage (f16 builds), with Float32Array on the JavaScript side.
+// (Weights go up through compiled/weights.ts.)
 
 import type * as tvmjs from "@mlc-ai/web-runtime";
+import type { FloatDType } from "../base/manifest_types";
 import type { LoadedModule } from "../base/tvm";
-import { ModelLoadError } from "../base/errors";
-
-export type FloatDType = "float32" | "float16";
 
 const f32Scratch = new Float32Array(1);
 const u32Scratch = new Uint32Array(f32Scratch.buffer);
@@ -76,33 +74,4 @@ export async function download(mod: LoadedModule, tensor: tvmjs.Tensor): Promise
     return out;
   }
   throw new RangeError(`cannot read a ${dtype} tensor as floats`);
-}
-
-/** One packed parameter in a raw parameter file. */
-export interface ParamRecord {
-  name: string;
-  shape: number[];
-  dtype: string;
-  offset: number; // bytes into the file
-  nbytes: number;
-}
-
-/**
- * The packed parameter list of one component (records in the entry point's order) on
- * the module's device, detached from any scope: dispose it with the pipeline.
- */
-export async function uploadParams(mod: LoadedModule, records: ParamRecord[], data: ArrayBuffer): Promise<tvmjs.TVMArray> {
-  const { tvm, device } = mod;
-  const bytes = new Uint8Array(data);
-  const params = tvm.withNewScope(() => {
-    const tensors = records.map((r) => {
-      if (r.offset < 0 || r.offset + r.nbytes > bytes.length) {
-        throw new ModelLoadError(`parameter ${r.name} lies outside its file (${r.offset}+${r.nbytes} > ${bytes.length})`);
-      }
-      return tvm.empty(r.shape, r.dtype, device).copyFromRawBytes(bytes.subarray(r.offset, r.offset + r.nbytes));
-    });
-    return tvm.detachFromCurrentScope(tvm.makeTVMArray(tensors));
-  });
-  await device.sync();
-  return params;
 }
