@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from . import manifest as schema
+from .schema import field_types, json_key
 
 TS_FILE = Path(__file__).resolve().parents[3] / "web" / "src" / "base" / "manifest_types.ts"
 REGENERATE = "python -m webkiln.package.manifest_ts"
@@ -47,7 +48,7 @@ def _reachable(roots: tuple[type, ...]) -> list[type]:
                 if dataclasses.is_dataclass(base):
                     visit(base)
             seen.append(tp)
-            for hint in schema.field_types(tp).values():
+            for hint in field_types(tp).values():
                 visit(hint)
         for arg in typing.get_args(tp):
             visit(arg)
@@ -100,7 +101,7 @@ def _field_comments(cls: type) -> dict[str, str]:
 
 
 def _interface(cls: type) -> list[str]:
-    hints = schema.field_types(cls)
+    hints = field_types(cls)
     base = next((b for b in cls.__mro__[1:] if dataclasses.is_dataclass(b)), None)
     inherited = {f.name for f in dataclasses.fields(base)} if base else set()
     comments = _field_comments(cls)
@@ -116,7 +117,7 @@ def _interface(cls: type) -> list[str]:
         tp = hints[f.name]
         if f.metadata.get("optional"):
             tp = Union[tuple(a for a in typing.get_args(tp) if a is not type(None))]  # noqa: UP007
-        lines.append(f"  {schema.json_key(f)}{'?' if f.metadata.get('optional') else ''}: {ts_type(tp)};")
+        lines.append(f"  {json_key(f)}{'?' if f.metadata.get('optional') else ''}: {ts_type(tp)};")
     return [*lines, "}"]
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from ..errors import WebkilnError
 from ..hashing import sha256_file
+from ..model_source import ModelSource
+from ..sources.diffusers_folder import DiffusersPipeline
 from .index import write_index
 from .manifest import Manifest, ManifestFile
 
@@ -25,7 +27,7 @@ class ModelIdError(WebkilnError, ValueError):
     """A model id that cannot name a folder of the site."""
 
 
-def default_model_id(source, quantization: str) -> str:
+def default_model_id(source: ModelSource | DiffusersPipeline, quantization: str) -> str:
     """The source's name made safe for a URL, without a GGUF type suffix, plus the scheme."""
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", source.name).strip("-.").lower() or "model"
     base = re.sub(r"\.(q\d_\d|q\d_k(_[sml])?|f16|f32|bf16)$", "", base)
