@@ -16,7 +16,6 @@ SourceError naming the file, field or tensor. Nothing is ever written.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from ..models.diffusion.config import (
 )
 from ..models.diffusion.params import Binding, bind, convert, export, param_specs
 from ..model_source import SourceError, SourceTensor
-from .hf_folder import _safetensors_header, _shards, _source_tensor
+from .files import read_json, safetensors_tensors, shards
 
 SUBFOLDERS = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")
 _LAYOUT = ("model_index.json, text_encoder/, tokenizer/, unet/, vae/ and scheduler/ "
@@ -182,17 +181,7 @@ def load_diffusers_folder(folder: str | Path, variant: str | None = None, origin
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SourceError(f"{path}: file is missing; a diffusers pipeline folder holds {_LAYOUT}.")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise SourceError(f"{path}: cannot be read ({error.strerror}); check its permissions.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SourceError(f"{path}: not valid JSON ({error}); the file is corrupt, re-download it.") from None
-    if not isinstance(value, dict):
-        raise SourceError(f"{path}: expected a JSON object; the file is corrupt, re-download it.")
-    return value
+    return read_json(path, f"a diffusers pipeline folder holds {_LAYOUT}")
 
 
 def _check_compatible(folder: Path, text: ClipTextConfig, unet: UNetConfig, vae: VaeConfig) -> None:
@@ -293,10 +282,10 @@ def _weight_files(folder: Path, component: str, variant: str | None) -> tuple[li
         if not path.is_file():
             continue
         if kind == "single":
-            return [path], _safetensors_tensors({path: None})
+            return [path], safetensors_tensors({path: None})
         if kind == "index":
-            shards = _shards(path)
-            return [path, *shards], _safetensors_tensors(shards)
+            listed = shards(path)
+            return [path, *listed], safetensors_tensors(listed, path.name)
         return [path], _bin_tensors(path)
     st_stem, bin_stem = _WEIGHT_STEMS[component]
     raise SourceError(f"{folder}: no weights; expected {st_stem}.safetensors (or a sharded "
@@ -336,19 +325,6 @@ def hub_files(repo_id: str, repo_files: Iterable[str], variant: str | None = Non
             raise SourceError(f"{repo_id}: the Hub repository has no weights for {component}/ (expected "
                               f"{component}/{next(_weight_candidates(component, None))[1]} or a .bin).")
     return chosen
-
-
-def _safetensors_tensors(files: dict[Path, list[str] | None]) -> dict[str, SourceTensor]:
-    tensors = {}
-    for path, expected in files.items():
-        header = _safetensors_header(path)
-        for name in expected or ():
-            if name not in header:
-                raise SourceError(f"{path}: tensor '{name}' listed in the index is missing from the shard; the "
-                                  "download is incomplete, re-download it.")
-        for name, entry in header.items():
-            tensors[name] = _source_tensor(path, name, entry)
-    return tensors
 
 
 def _bin_tensors(path: Path) -> dict[str, SourceTensor]:

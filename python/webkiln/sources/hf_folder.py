@@ -1,28 +1,25 @@
 """Load a Hugging Face model folder (config.json, safetensors, tokenizer.json) into a ModelSource.
 
-Tensors are opened lazily: `safetensors.safe_open` for F32/F16, and a memory map for
-BF16, which NumPy has no dtype for (`raw()` and `dequantize()` both give float32 then).
-Every safetensors header is checked against its file size first, so a truncated download
-is reported by name instead of surfacing as a library error mid-build.
+Tensors are opened lazily and every safetensors header is checked against its file size
+first (sources/files.py), so a truncated download is reported by name instead of surfacing
+as a library error mid-build.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from safetensors import safe_open
 from tokenizers import Tokenizer
 
 from ..model_source import SUPPORTED_ARCHITECTURES, LlmConfig, ModelSource, SourceError, SourceTensor
+from .files import read_json, safetensors_tensors, shards
+
+_FOLDER_NEEDS_IT = "a Hugging Face model folder needs it"
 
 # config.json `model_type` -> the architecture webkiln builds it as.
 MODEL_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
 
-_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
 # Buffers some old checkpoints saved alongside the weights; recomputed by every runtime.
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -30,7 +27,7 @@ _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 def load_hf_folder(folder: Path, kind: str = "hf-folder", origin: str | None = None) -> ModelSource:
     folder = Path(folder)
     config_path = folder / "config.json"
-    raw_config = _read_json(config_path)
+    raw_config = read_json(config_path, _FOLDER_NEEDS_IT)
     config = _config(raw_config, config_path.name)
     weight_files, tensors = _tensors(folder)
     tokenizer_path = folder / "tokenizer.json"
@@ -41,8 +38,8 @@ def load_hf_folder(folder: Path, kind: str = "hf-folder", origin: str | None = N
         )
     tokenizer_json = tokenizer_path.read_text(encoding="utf-8")
     vocab = _vocab(tokenizer_json, tokenizer_path)
-    tokenizer_config = _read_json(folder / "tokenizer_config.json", required=False)
-    generation_config = _read_json(folder / "generation_config.json", required=False)
+    tokenizer_config = read_json(folder / "tokenizer_config.json", None)
+    generation_config = read_json(folder / "generation_config.json", None)
     chat_template = _chat_template(folder, tokenizer_config)
     optional = [folder / name for name in ("tokenizer_config.json", "generation_config.json",
                                            "chat_template.jinja", "special_tokens_map.json")]
@@ -62,22 +59,6 @@ def load_hf_folder(folder: Path, kind: str = "hf-folder", origin: str | None = N
 
 
 # --- config ------------------------------------------------------------------------
-
-
-def _read_json(path: Path, required: bool = True) -> dict[str, Any]:
-    if not path.is_file():
-        if required:
-            raise SourceError(f"{path}: file is missing; a Hugging Face model folder needs it.")
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise SourceError(f"{path}: cannot be read ({error.strerror}); check its permissions.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SourceError(f"{path}: not valid JSON ({error}); the file is corrupt, re-download it.") from None
-    if not isinstance(value, dict):
-        raise SourceError(f"{path}: expected a JSON object; the file is corrupt, re-download it.")
-    return value
 
 
 def _config(raw: dict[str, Any], file_name: str) -> LlmConfig:
@@ -214,94 +195,12 @@ def _tensors(folder: Path) -> tuple[list[Path], dict[str, SourceTensor]]:
     if single.is_file():
         files = {single: None}
     elif index.is_file():
-        files = _shards(index)
+        files = shards(index)
     else:
         other = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pth")]
         hint = (f" Found {', '.join(sorted(other))}: convert them to safetensors (load with transformers and "
                 "`save_pretrained(folder)`).") if other else ""
         raise SourceError(f"{folder}: no model.safetensors or model.safetensors.index.json.{hint}")
-    tensors: dict[str, SourceTensor] = {}
-    for path, expected in files.items():
-        header = _safetensors_header(path)
-        for name in expected or ():
-            if name not in header:
-                raise SourceError(f"{path.name}: tensor {name!r} listed in {index.name} is missing from the shard; "
-                                  "the download is incomplete, re-download it.")
-        for name, entry in header.items():
-            if not name.endswith(_IGNORED_SUFFIXES):
-                tensors[name] = _source_tensor(path, name, entry)
+    tensors = safetensors_tensors(files, index.name, _IGNORED_SUFFIXES)
     weight_files = ([index] if index.is_file() and not single.is_file() else []) + list(files)
     return weight_files, tensors
-
-
-def _shards(index: Path) -> dict[Path, list[str]]:
-    weight_map = _read_json(index).get("weight_map")
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise SourceError(f"{index}: field `weight_map` is missing or empty; re-download the index.")
-    shards: dict[Path, list[str]] = {}
-    for name, file_name in weight_map.items():
-        shards.setdefault(index.parent / file_name, []).append(name)
-    for shard in shards:
-        if not shard.is_file():
-            raise SourceError(f"{shard}: shard listed in {index.name} is missing; the download is incomplete, "
-                              "re-download it.")
-    return shards
-
-
-def _safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
-    """Tensor entries of a safetensors file, with absolute data offsets, checked against the file size."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise SourceError(f"{path.name}: truncated safetensors file ({size} bytes, no header); re-download it.")
-        (header_len,) = struct.unpack("<Q", prefix)
-        if 8 + header_len > size:
-            raise SourceError(f"{path.name}: truncated or corrupt safetensors file: the header claims {header_len} "
-                              f"bytes but the file has {size}; re-download it.")
-        try:
-            header = json.loads(handle.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise SourceError(f"{path.name}: corrupt safetensors header ({error}); re-download it.") from None
-    if not isinstance(header, dict):
-        raise SourceError(f"{path.name}: corrupt safetensors header (not a JSON object); re-download it.")
-    header.pop("__metadata__", None)
-    data_start = 8 + header_len
-    for name, entry in header.items():
-        try:
-            dtype, shape, (begin, end) = entry["dtype"], [int(n) for n in entry["shape"]], entry["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise SourceError(f"{path.name}: corrupt safetensors header entry for tensor {name!r}; "
-                              "re-download the file.") from None
-        if dtype not in _DTYPES:
-            raise SourceError(f"{path.name}: tensor {name} has dtype {dtype}; only F32, F16 and BF16 are supported.")
-        expected = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype].itemsize
-        if data_start + end > size:
-            raise SourceError(f"{path.name}: truncated safetensors file: tensor {name} ends at byte "
-                              f"{data_start + end} but the file has {size} bytes; re-download it.")
-        if end - begin != expected or begin < 0:
-            raise SourceError(f"{path.name}: corrupt safetensors file: tensor {name} spans {end - begin} bytes, "
-                              f"its shape {shape} needs {expected}; re-download it.")
-        entry["offset"] = data_start + begin
-    return header
-
-
-def _source_tensor(path: Path, name: str, entry: dict[str, Any]) -> SourceTensor:
-    shape = tuple(int(n) for n in entry["shape"])
-    dtype = entry["dtype"]
-
-    def stored() -> np.ndarray:
-        if dtype == "BF16":
-            bits = np.memmap(path, dtype=_DTYPES["BF16"], mode="r", offset=entry["offset"], shape=shape or (1,))
-            # bfloat16 is the top half of a float32.
-            return (bits.astype(np.uint32) << 16).view(np.float32).reshape(shape)
-        try:
-            with safe_open(path, framework="numpy") as handle:
-                return handle.get_tensor(name)
-        except Exception as error:  # SafetensorError is not exported under a stable name
-            raise SourceError(f"{path.name}: cannot read tensor {name} ({error}); re-download the file.") from None
-
-    def dequantize() -> np.ndarray:
-        return stored().astype(np.float32, copy=False)
-
-    return SourceTensor(name=name, shape=shape, ggml_type=None, raw=stored, dequantize=dequantize)

@@ -92,6 +92,18 @@ class _Fields:
                               f"{length} positive integers (one per block), got {value!r}.")
         return tuple(value)
 
+    def block_types(self, field: str, supported: tuple[str, ...], kind: str) -> list[str]:
+        """A required, non-empty list of block types, each one of `supported` (`kind` names the
+        models those are, for the message)."""
+        values = self.need(field)
+        if not isinstance(values, (list, tuple)) or not values:
+            raise SourceError(f"{self.file}: field '{field}' must be a non-empty list of block types.")
+        for value in values:
+            if value not in supported:
+                raise SourceError(f"{self.file}: unsupported {field} entry {json_value(value)}; webkiln supports "
+                                  f"{_fmt(supported)} ({kind}).")
+        return list(values)
+
     def one_of(self, field: str, supported: tuple[Any, ...], default: Any) -> Any:
         value = self.raw.get(field, default)
         if value not in supported:
@@ -181,15 +193,8 @@ class UNetConfig:
 
 def parse_unet_config(raw: dict[str, Any], file: str) -> UNetConfig:
     f = _Fields(raw, file)
-    down = f.need("down_block_types")
-    up = f.need("up_block_types")
-    for field, values, supported in (("down_block_types", down, DOWN_BLOCKS), ("up_block_types", up, UP_BLOCKS)):
-        if not isinstance(values, (list, tuple)) or not values:
-            raise SourceError(f"{file}: field '{field}' must be a non-empty list of block types.")
-        for value in values:
-            if value not in supported:
-                raise SourceError(f"{file}: unsupported {field} entry {json_value(value)}; webkiln supports "
-                                  f"{_fmt(supported)} (Stable Diffusion 1.x / 2.x / Turbo UNets).")
+    down = f.block_types("down_block_types", DOWN_BLOCKS, "Stable Diffusion 1.x / 2.x / Turbo UNets")
+    up = f.block_types("up_block_types", UP_BLOCKS, "Stable Diffusion 1.x / 2.x / Turbo UNets")
     for field, supported in _UNET_FIXED.items():
         f.one_of(field, supported, supported[0])
     only_cross = raw.get("only_cross_attention", False)
@@ -257,13 +262,7 @@ class VaeConfig:
 
 def parse_vae_config(raw: dict[str, Any], file: str) -> VaeConfig:
     f = _Fields(raw, file)
-    up = f.need("up_block_types")
-    if not isinstance(up, (list, tuple)) or not up:
-        raise SourceError(f"{file}: field 'up_block_types' must be a non-empty list of block types.")
-    for value in up:
-        if value not in VAE_UP_BLOCKS:
-            raise SourceError(f"{file}: unsupported up_block_types entry {json_value(value)}; webkiln supports "
-                              f"{_fmt(VAE_UP_BLOCKS)} (AutoencoderKL).")
+    up = f.block_types("up_block_types", VAE_UP_BLOCKS, "AutoencoderKL")
     f.one_of("act_fn", ("silu",), "silu")
     f.one_of("norm_type", ("group",), "group")
     channels = f.ints("block_out_channels", len(up))
