@@ -15,7 +15,7 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 
 from .config import ClipTextConfig
-from .layers import LayerNorm, Linear, _to, attention
+from .layers import LayerNorm, Linear, attention, cast
 
 
 class ClipAttention(nn.Module):
@@ -88,7 +88,7 @@ class ClipTextModel(nn.Module):
 
     def encode_text(self, input_ids):
         x = self.encoder(self.embeddings(input_ids))
-        return _to(self.final_layer_norm(x), self.dtype)
+        return cast(self.final_layer_norm(x), self.dtype)
 
     def spec(self):
         ids = nn.spec.Tensor([1, self.cfg.max_position_embeddings], "int32")

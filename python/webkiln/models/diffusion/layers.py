@@ -24,11 +24,11 @@ from tvm.relax.frontend.nn.core import wrap_nested
 from ...errors import WebkilnError
 
 
-def _f32(x):
+def as_float32(x):
     return x if x.dtype == "float32" else x.astype("float32")
 
 
-def _to(x, dtype: str):
+def cast(x, dtype: str):
     return x if x.dtype == dtype else x.astype(dtype)
 
 
@@ -43,7 +43,7 @@ def matmul(a, b):
     acc = _acc(a.dtype)
     if acc is None:
         return op.matmul(a, b)
-    return _to(op.matmul(a, b, out_dtype=acc), a.dtype)
+    return cast(op.matmul(a, b, out_dtype=acc), a.dtype)
 
 
 def _conv2d_acc(x, weight, stride: int, padding: int):
@@ -64,7 +64,7 @@ class Linear(nn.Module):
             y = op.matmul(x, w)
             return y if self.bias is None else y + self.bias
         y = op.matmul(x, w, out_dtype=acc)  # f32 accumulator; bias added in f32, rounded once
-        return _to(y if self.bias is None else y + _f32(self.bias), x.dtype)
+        return cast(y if self.bias is None else y + as_float32(self.bias), x.dtype)
 
 
 class Conv2d(nn.Module):
@@ -78,8 +78,8 @@ class Conv2d(nn.Module):
         if _acc(x.dtype) is None:
             return op.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
         y = _conv2d_acc(x, self.weight, self.stride, self.padding)  # f32 accumulator
-        y = y + op.reshape(_f32(self.bias), (1, int(self.bias.shape[0]), 1, 1))
-        return _to(y, x.dtype)
+        y = y + op.reshape(as_float32(self.bias), (1, int(self.bias.shape[0]), 1, 1))
+        return cast(y, x.dtype)
 
 
 class GroupNorm(nn.Module):
@@ -91,9 +91,9 @@ class GroupNorm(nn.Module):
         self.groups, self.eps = groups, eps
 
     def forward(self, x):
-        y = op.group_norm(_f32(x), self.groups, self.weight, self.bias, eps=self.eps, channel_axis=1,
+        y = op.group_norm(as_float32(x), self.groups, self.weight, self.bias, eps=self.eps, channel_axis=1,
                           axes=list(range(2, len(x.shape))))
-        return _to(y, x.dtype)
+        return cast(y, x.dtype)
 
 
 class LayerNorm(nn.Module):
@@ -105,7 +105,7 @@ class LayerNorm(nn.Module):
         self.dim, self.eps = dim, eps
 
     def forward(self, x):
-        return _to(op.layer_norm(_f32(x), self.dim, self.weight, self.bias, eps=self.eps), x.dtype)
+        return cast(op.layer_norm(as_float32(x), self.dim, self.weight, self.bias, eps=self.eps), x.dtype)
 
 
 class Empty(nn.Module):
@@ -139,7 +139,7 @@ class AttentionTooLarge(DiffusionShapeError):
     """Even one query row of one head does not fit the score budget."""
 
 
-def _pieces(n: int, most: int) -> list[int]:
+def near_equal_pieces(n: int, most: int) -> list[int]:
     """`n` split into the fewest near-equal pieces of at most `most` (larger pieces first)."""
     count = -(-n // most)
     base, extra = divmod(n, count)
@@ -160,13 +160,13 @@ def attention_tiles(b: int, heads: int, s: int, t: int, budget: int | None) -> t
     if b * heads * row <= budget:
         b_sizes, h_sizes = [b], [heads]
     elif b * row <= budget:
-        b_sizes, h_sizes = [b], _pieces(heads, budget // (b * row))
+        b_sizes, h_sizes = [b], near_equal_pieces(heads, budget // (b * row))
     else:
-        b_sizes, h_sizes = _pieces(b, budget // row), [1] * heads
-    return b_sizes, h_sizes, _pieces(s, budget // (b_sizes[0] * h_sizes[0] * row))
+        b_sizes, h_sizes = near_equal_pieces(b, budget // row), [1] * heads
+    return b_sizes, h_sizes, near_equal_pieces(s, budget // (b_sizes[0] * h_sizes[0] * row))
 
 
-def _split(x, sizes: list[int], axis: int):
+def split_sizes(x, sizes: list[int], axis: int):
     if len(sizes) == 1:
         return [x]
     indices, at = [], 0
@@ -177,7 +177,7 @@ def _split(x, sizes: list[int], axis: int):
     return list(out)
 
 
-def _concat(parts, axis: int):
+def concat_parts(parts, axis: int):
     return parts[0] if len(parts) == 1 else op.concat(parts, dim=axis)
 
 
@@ -198,28 +198,28 @@ def attention(q, k, v, heads: int, causal: bool = False, score_budget: int | Non
     k = op.permute_dims(op.reshape(k, (b, t, heads, d)), [0, 2, 3, 1])  # B H D T
     v = op.permute_dims(op.reshape(v, (b, t, heads, d)), [0, 2, 1, 3])  # B H T D
     b_sizes, h_sizes, s_sizes = attention_tiles(b, heads, s, t, score_budget)
-    q_b, k_b, v_b = (_split(x, b_sizes, 0) for x in (q, k, v))
+    q_b, k_b, v_b = (split_sizes(x, b_sizes, 0) for x in (q, k, v))
     out_b = []
     for qb, kb, vb in zip(q_b, k_b, v_b):
-        q_h, k_h, v_h = (_split(x, h_sizes, 1) for x in (qb, kb, vb))
+        q_h, k_h, v_h = (split_sizes(x, h_sizes, 1) for x in (qb, kb, vb))
         out_h = []
         for qh, kh, vh in zip(q_h, k_h, v_h):
             out_s, offset = [], 0
-            for qs, rows in zip(_split(qh, s_sizes, 2), s_sizes):
+            for qs, rows in zip(split_sizes(qh, s_sizes, 2), s_sizes):
                 out_s.append(_attend(qs, kh, vh, d, offset if causal else None))
                 offset += rows
-            out_h.append(_concat(out_s, 2))
-        out_b.append(_concat(out_h, 1))
-    out = _concat(out_b, 0)  # B H S D
+            out_h.append(concat_parts(out_s, 2))
+        out_b.append(concat_parts(out_h, 1))
+    out = concat_parts(out_b, 0)  # B H S D
     return op.reshape(op.permute_dims(out, [0, 2, 1, 3]), (b, s, c))
 
 
 def _attend(q, k, v, d: int, causal_offset: int | None):
     """softmax(q k / sqrt(d)) v on one tile: q [b, h, s, D], k [b, h, D, T], v [b, h, T, D]."""
-    scores = op.matmul(_f32(q), _f32(k)) * (d**-0.5)  # b h s T
+    scores = op.matmul(as_float32(q), as_float32(k)) * (d**-0.5)  # b h s T
     if causal_offset is not None:
         scores = _causal_mask(scores, causal_offset)
-    probs = _to(op.softmax(scores, axis=-1), q.dtype)
+    probs = cast(op.softmax(scores, axis=-1), q.dtype)
     return matmul(probs, v)  # b h s D
 
 
@@ -321,12 +321,12 @@ def resplit(parts: list, sizes: list[int]) -> list:
     for part, (start, end) in zip(parts, _offsets(have)):
         cuts = sorted(c for c in bounds if start < c < end) + [end]
         widths = [c - prev for prev, c in zip([start] + cuts[:-1], cuts)]
-        pieces.extend(zip(_split(part, widths, 1), cuts))
+        pieces.extend(zip(split_sizes(part, widths, 1), cuts))
     out, group = [], []
     for piece, end in pieces:
         group.append(piece)
         if end in bounds:
-            out.append(_concat(group, 1))
+            out.append(concat_parts(group, 1))
             group = []
     return out
 
@@ -349,19 +349,19 @@ def conv2d_parts(conv: Conv2d, parts: list, out_sizes: list[int]) -> list:
     dtype = parts[0].dtype
     mixed = _acc(dtype) is not None
     in_sizes = [int(p.shape[1]) for p in parts]
-    w_out = _split(conv.weight, out_sizes, 0)
-    b_out = _split(conv.bias, out_sizes, 0)
+    w_out = split_sizes(conv.weight, out_sizes, 0)
+    b_out = split_sizes(conv.bias, out_sizes, 0)
     outs = []
     for w, bias in zip(w_out, b_out):
         acc = None
-        for part, wi in zip(parts, _split(w, in_sizes, 1)):
+        for part, wi in zip(parts, split_sizes(w, in_sizes, 1)):
             if mixed:
                 y = _conv2d_acc(part, wi, conv.stride, conv.padding)
             else:
                 y = op.conv2d(part, wi, None, stride=conv.stride, padding=conv.padding)
             acc = y if acc is None else acc + y
-        bias = _f32(bias) if mixed else bias
-        outs.append(_to(acc + op.reshape(bias, (1, int(bias.shape[0]), 1, 1)), dtype))
+        bias = as_float32(bias) if mixed else bias
+        outs.append(cast(acc + op.reshape(bias, (1, int(bias.shape[0]), 1, 1)), dtype))
     return outs
 
 
@@ -372,12 +372,12 @@ def group_norm_parts(norm: GroupNorm, parts: list) -> list:
     per_group = int(norm.weight.shape[0]) // norm.groups
     sizes = [int(p.shape[1]) for p in parts]
     out = []
-    for part, w, b in zip(parts, _split(norm.weight, sizes, 0), _split(norm.bias, sizes, 0)):
+    for part, w, b in zip(parts, split_sizes(norm.weight, sizes, 0), split_sizes(norm.bias, sizes, 0)):
         n = int(part.shape[1])
         assert n % per_group == 0, (n, per_group)
-        y = op.group_norm(_f32(part), n // per_group, w, b, eps=norm.eps, channel_axis=1,
+        y = op.group_norm(as_float32(part), n // per_group, w, b, eps=norm.eps, channel_axis=1,
                           axes=list(range(2, len(part.shape))))
-        out.append(_to(y, part.dtype))
+        out.append(cast(y, part.dtype))
     return out
 
 

@@ -31,13 +31,13 @@ from .layers import (
     Linear,
     ResnetBlock2D,
     Upsample2D,
-    _concat,
-    _f32,
-    _pieces,
-    _split,
-    _to,
+    as_float32,
     attention,
+    cast,
+    concat_parts,
     from_tokens,
+    near_equal_pieces,
+    split_sizes,
     to_tokens,
 )
 
@@ -69,7 +69,7 @@ class GEGLU(nn.Module):
         hidden, gate = op.split(self.proj(x), 2, axis=-1)
         # gelu (erf) in float32, as PyTorch's f16 gelu computes internally (LLVM also takes over a
         # minute on the f16 erf kernel); cast, gelu, cast and multiply fuse into one kernel
-        return hidden * _to(op.gelu(_f32(gate)), gate.dtype)
+        return hidden * cast(op.gelu(as_float32(gate)), gate.dtype)
 
 
 class FeedForward(nn.Module):
@@ -86,8 +86,8 @@ class FeedForward(nn.Module):
         token_bytes = b * 8 * self.dim * np.dtype(str(x.dtype)).itemsize  # one token's projection, whole batch
         if self.max_binding is None or s * token_bytes <= self.max_binding:
             return self.net[2](self.net[0](x))
-        chunks = _pieces(s, max(1, self.max_binding // token_bytes))
-        return _concat([self.net[2](self.net[0](part)) for part in _split(x, chunks, 1)], 1)
+        chunks = near_equal_pieces(s, max(1, self.max_binding // token_bytes))
+        return concat_parts([self.net[2](self.net[0](part)) for part in split_sizes(x, chunks, 1)], 1)
 
 
 class BasicTransformerBlock(nn.Module):

@@ -22,8 +22,8 @@ from .layers import (
     Linear,
     ResnetBlock2D,
     Upsample2D,
-    _to,
     attention,
+    cast,
     conv2d_parts,
     from_tokens,
     group_norm_parts,
@@ -118,7 +118,7 @@ class AutoencoderKLDecoder(nn.Module):
 
     def vae_decode(self, latents):
         z = latents if self.post_quant_conv is None else self.post_quant_conv(latents)
-        return _to(self.decoder(z), self.dtype)
+        return cast(self.decoder(z), self.dtype)
 
     def spec(self):
         shape = [1, self.cfg.latent_channels, self.height, self.width]
