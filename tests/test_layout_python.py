@@ -255,3 +255,25 @@ def test_error_check_can_fail() -> None:
     classes = {ERROR_ROOT: ["Exception"], "m.Good": ["webkiln.errors.WebkilnError"], "m.Bad": ["ValueError"]}
     assert _derives_from_root("m.Good", classes)
     assert not _derives_from_root("m.Bad", classes)
+
+
+def private_imports(root: Path = PACKAGE_ROOT, package: str = PACKAGE) -> list[str]:
+    """`from .x import _name` anywhere in the package: a helper two modules share is public in a
+    module of its own, not one module's private name (the way bench_image once used bench's)."""
+    found = []
+    for module, path in package_modules(root, package).items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(package + ".")):
+                found += [f"{module}: {alias.name}" for alias in node.names
+                          if alias.name.startswith("_") and not alias.name.startswith("__")]
+    return found
+
+
+def test_no_private_names_imported_across_modules(tmp_path: Path) -> None:
+    assert private_imports() == []
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def _helper():\n    pass\n")
+    (pkg / "b.py").write_text("from .a import _helper\nfrom . import __doc__\n")
+    assert private_imports(pkg, "pkg") == ["pkg.b: _helper"]
