@@ -96,8 +96,10 @@ def assemble_site(root: Path, bundles: Sequence[str] = ("app.js",)) -> Path:
     for bundle in bundles:
         if not (REPO / "site" / "assets" / bundle).is_file():
             raise BenchError(f"{REPO / 'site' / 'assets' / bundle} is missing: run `cd web && node build.mjs` first")
-    subprocess.run(["node", "build.mjs", "--test-site", str(root)], cwd=REPO / "web", check=True,
-                   stdout=subprocess.DEVNULL)
+    built = subprocess.run(["node", "build.mjs", "--test-site", str(root)], cwd=REPO / "web",
+                           capture_output=True, text=True)
+    if built.returncode != 0:  # esbuild's report only matters when the build failed
+        raise RuntimeError(f"node build.mjs --test-site failed:\n{built.stdout}{built.stderr}")
     return root
 
 
