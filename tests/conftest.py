@@ -8,7 +8,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +20,14 @@ ARTIFACTS = REPO / "test-artifacts"
 
 
 class LiveServer:
-    def __init__(self, root: Path, cross_origin_isolated: bool = False) -> None:
+    def __init__(self, root: Path, cross_origin_isolated: bool = False, cors_origins: Iterable[str] = ()) -> None:
         from webkiln.server import create_app
 
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(root, cross_origin_isolated), log_level="warning")
+        config = uvicorn.Config(create_app(root, cross_origin_isolated, cors_origins), log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

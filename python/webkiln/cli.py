@@ -50,8 +50,10 @@ def _serve(args: argparse.Namespace) -> int:
     if not root.is_dir():
         print(f"error: site folder {root} does not exist; pass --root <folder>", file=sys.stderr)
         return 2
-    app = create_app(root, cross_origin_isolated=args.isolate)
+    app = create_app(root, cross_origin_isolated=args.isolate, cors_origins=args.cors_origin)
     print(f"[webkiln] serving {root.resolve()} at http://{args.host}:{args.port}/", flush=True)
+    if args.cors_origin:
+        print(f"[webkiln] readable cross-origin by: {', '.join(args.cors_origin)}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
@@ -109,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--isolate", action="store_true",
                        help="send COOP/COEP headers (cross-origin isolation, for wasm threads)")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let pages of ORIGIN (scheme://host[:port], or * for any) read the site "
+                            "cross-origin, e.g. to embed the widget; repeatable")
     serve.set_defaults(func=_serve)
 
     tool = sub.add_parser("toolchain", help="check emscripten/LLVM and build the web runtime once")

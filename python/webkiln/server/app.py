@@ -5,6 +5,7 @@
 - Cache headers: content-addressed files (named by their SHA-256) are immutable;
   everything else is revalidated on each use.
 - Optional cross-origin isolation (COOP/COEP), which WebAssembly threads need.
+- Optional CORS for a list of origins (`cors.py`), for the widget on other sites.
 - Never serves anything outside its root: dot-dot segments in any encoding,
   backslashes, NUL bytes, dotfiles and symlinks that leave the root are refused.
 """
@@ -12,11 +13,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+
+from .cors import CorsPolicy
 
 MIME_TYPES = {
     ".wasm": "application/wasm",
@@ -66,18 +70,31 @@ def cache_control(path: Path) -> str:
     return IMMUTABLE if _CONTENT_ADDRESSED.match(path.name) else REVALIDATE
 
 
-def create_app(root: str | Path, cross_origin_isolated: bool = False) -> FastAPI:
+def create_app(root: str | Path, cross_origin_isolated: bool = False, cors_origins: Iterable[str] = ()) -> FastAPI:
+    """The app serving `root`. `cors_origins`: origins (or `*`) whose pages may read every
+    file cross-origin; a bad value raises `CorsOriginError` before anything is served."""
     root = Path(root).resolve(strict=True)
+    cors = CorsPolicy.of(cors_origins)
     app = FastAPI(title="webkiln dev server", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
-        response = await call_next(request)
+        if cors.enabled and request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            status, headers = cors.preflight(request.headers)
+            response: Response = Response(status_code=status, headers=headers)
+        else:
+            response = await call_next(request)
+            response.headers.update(cors.response_headers(request.headers.get("origin")))
+            if cors.varies_by_origin:
+                vary = [v.strip() for v in response.headers.get("vary", "").split(",") if v.strip()]
+                response.headers["Vary"] = ", ".join([*vary, "Origin"])
         response.headers["X-Content-Type-Options"] = "nosniff"
         if cross_origin_isolated:
             response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
             response.headers["Cross-Origin-Embedder-Policy"] = "require-corp"
-            response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+            # Files shared with other origins must stay loadable by their isolated pages.
+            if not cors.enabled:
+                response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
         return response
 
     @app.api_route("/{url_path:path}", methods=["GET", "HEAD"])
