@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import __version__
 from ..compile.build import build_module
-from ..compile.cache import cached_library
 from ..compile.targets import get_target
-from ..models.llm import export
+from ..models import llm
 from ..quant.convert import convert_params, plan_weights
 from ..quant.schemes import get_scheme
 from ..model_source import LlmConfig, ModelSource
@@ -31,7 +29,15 @@ from .manifest import (
     TensorRecord,
 )
 from .progress import Progress
-from .publish import check_model_id, default_model_id, folder_files, publish, staging_folder, write_manifest
+from .publish import (
+    check_model_id,
+    default_model_id,
+    folder_files,
+    publish,
+    stage_library,
+    staging_folder,
+    write_manifest,
+)
 from .shards import write_shards
 
 PAGE_SIZE = 16
@@ -69,7 +75,6 @@ def build_chat_model(
     progress.done()
 
     with staging_folder(out_root, model_id) as staging:
-        wasm_files: dict[str, str] = {}
         params_spec: list[tuple[str, tuple, str]] = []
         for name, dtype in backends:
             progress.stage(f"compiling {name} library")
@@ -81,19 +86,15 @@ def build_chat_model(
 
             def build(path: Path, dtype=dtype, spec=spec) -> list:
                 # Exported only on a cache miss: exporting SmolLM2 takes ~6 s, most of a
-                # weights-only rebuild.
-                mod, params = export(cfg, plan, dtype, spec.tvm_target(), prefill_chunk)
+                # weights-only rebuild. (Called through the module so a test can check that.)
+                mod, params = llm.export(cfg, plan, dtype, spec.tvm_target(), prefill_chunk)
                 build_module(mod, spec.name, path, link_mode)
                 return params
 
-            lib, reused, params = cached_library(parts, build)
-            params = [(n, tuple(shape), dt) for n, shape, dt in params]  # JSON gave lists
+            params = [(n, tuple(shape), dt) for n, shape, dt in stage_library(parts, build, staging, name, progress)]
             if params_spec and params != params_spec:  # one set of shards serves every backend
                 raise RuntimeError(f"the {name} library takes other parameters than {backends[0][0]}")
-            params_spec = params
-            wasm_files[name] = f"{name}.wasm"
-            shutil.copyfile(lib, staging / wasm_files[name])
-            progress.done("reused from the compile cache" if reused else f"cached as {lib.name}")
+            params_spec = params  # (JSON gave the shapes as lists)
 
         progress.stage("converting weights and writing shards")
         records, shards = write_shards(convert_params(source, plan, scheme.activation_dtype, params_spec), staging)
@@ -125,9 +126,9 @@ def build_chat_model(
             stop_token_ids=source.eos_token_ids,
             generation=ChatGenerationDefaults(
                 generation.pop("temperature"), generation.pop("top_p"), generation.pop("max_tokens"), generation),
-            backends={name: BackendEntry(wasm, ["shader-f16"] if dtype == "float16" else [],
+            backends={name: BackendEntry(f"{name}.wasm", ["shader-f16"] if dtype == "float16" else [],
                                          {"maxStorageBufferBindingSize": largest, "maxBufferSize": largest})
-                      for (name, dtype), wasm in zip(backends, wasm_files.values(), strict=True)},
+                      for name, dtype in backends},
             memory=ChatMemory(weight_bytes, kv_bytes, activation_bytes, weight_bytes + kv_bytes + activation_bytes),
             tensors=ChatTensors([s["path"] for s in shards], [TensorRecord.from_json(r) for r in records]),
             files=folder_files(staging),

@@ -1,6 +1,7 @@
-"""Writing a model folder atomically: a staging folder next to the final one, renamed into
-place only when complete (a failed build leaves nothing behind), then models/index.json
-rewritten. Also the model ids that name those folders."""
+"""Writing a model folder atomically: a staging folder next to the final one (the compiled
+libraries, the manifest and the file list go into it), renamed into place only when
+complete (a failed build leaves nothing behind), then models/index.json rewritten. Also
+the model ids that name those folders."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import WebkilnError
+from ..compile.cache import cached_library
 from ..hashing import sha256_file
 from ..model_source import ModelSource
 from ..sources.diffusers_folder import DiffusersPipeline
 from .index import write_index
 from .manifest import Manifest, ManifestFile
+from .progress import Progress
 
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -56,6 +60,16 @@ def staging_folder(out_root: Path, model_id: str) -> Iterator[Path]:
 def folder_files(folder: Path) -> list[ManifestFile]:
     """Every file of the folder with its size and SHA-256 (the manifest's `files`)."""
     return [ManifestFile(p.name, p.stat().st_size, sha256_file(p)) for p in sorted(folder.iterdir()) if p.is_file()]
+
+
+def stage_library(parts: dict[str, Any], build: Callable[[Path], Any], staging: Path, backend: str,
+                  progress: Progress) -> Any:
+    """Copies the backend's compiled library (from the compile cache, built by `build` on a
+    miss) into the staging folder as `<backend>.wasm`; -> what `build` recorded with it."""
+    lib, reused, info = cached_library(parts, build)
+    shutil.copyfile(lib, staging / f"{backend}.wasm")
+    progress.done("reused from the compile cache" if reused else f"cached as {lib.name}")
+    return info
 
 
 def write_manifest(staging: Path, manifest: Manifest) -> None:

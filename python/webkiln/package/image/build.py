@@ -21,20 +21,26 @@ SD 1.5-sized pipeline is checked without 3.4 GB of weights.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ...compile.build import build_module
-from ...compile.cache import cached_library
 from ...compile.targets import get_target
 from ...models.diffusion.params import COMPONENTS
 from ...sources.diffusers_folder import DiffusersPipeline
 from ...toolchain.link import LinkMode
 from ..manifest import ImageManifest, ImageTensors, ManifestFile, TensorPiece
 from ..progress import Progress
-from ..publish import check_model_id, default_model_id, folder_files, publish, staging_folder, write_manifest
+from ..publish import (
+    check_model_id,
+    default_model_id,
+    folder_files,
+    publish,
+    stage_library,
+    staging_folder,
+    write_manifest,
+)
 from ..shards import write_shards
 from .image_manifest import image_manifest, plan_json
 from .plan import plan_image_model
@@ -90,9 +96,7 @@ def build_image_model(
             def build(path: Path, mod=plan.mod) -> None:
                 build_module(mod, spec.name, path, link_mode)
 
-            lib, reused, _ = cached_library(parts, build)
-            shutil.copyfile(lib, staging / f"{plan.name}.wasm")
-            progress.done("reused from the compile cache" if reused else f"cached as {lib.name}")
+            stage_library(parts, build, staging, plan.name, progress)
 
         tensors = {}
         for plan in plans:
