@@ -29,15 +29,7 @@ from .manifest import (
     TensorRecord,
 )
 from .progress import Progress
-from .publish import (
-    check_model_id,
-    default_model_id,
-    folder_files,
-    publish,
-    stage_library,
-    staging_folder,
-    write_manifest,
-)
+from .publish import check_model_id, default_model_id, folder_files, publish, stage_library, staging_folder, write_manifest
 from .shards import write_shards
 
 PAGE_SIZE = 16

@@ -32,15 +32,7 @@ from ...sources.diffusers_folder import DiffusersPipeline
 from ...toolchain.link import LinkMode
 from ..manifest import ImageManifest, ImageTensors, ManifestFile, TensorPiece
 from ..progress import Progress
-from ..publish import (
-    check_model_id,
-    default_model_id,
-    folder_files,
-    publish,
-    stage_library,
-    staging_folder,
-    write_manifest,
-)
+from ..publish import check_model_id, default_model_id, folder_files, publish, stage_library, staging_folder, write_manifest
 from ..shards import write_shards
 from .image_manifest import image_manifest, plan_json
 from .plan import plan_image_model
