@@ -1,8 +1,8 @@
-// Conversations kept in this browser (IndexedDB, database "webkiln-app"): a list in
-// the sidebar, surviving reloads. Falls back to memory when IndexedDB is unavailable
-// (some private modes), so the app still works, just without persistence.
+// Conversations kept in this browser (IndexedDB, database "webkiln-app", through
+// LocalStore): a list in the sidebar, surviving reloads.
 
 import type { FinishReason, Role } from "../engine/api";
+import { LocalStore, newRecordId } from "./local_store";
 
 export interface MessageStats {
   model: string;
@@ -29,20 +29,9 @@ export interface Conversation {
   messages: StoredMessage[];
 }
 
-const DB_NAME = "webkiln-app";
-const STORE = "conversations";
-
-function promised<T>(request: IDBRequest<T>): Promise<T> {
-  return new Promise((resolve, reject) => {
-    request.onsuccess = () => resolve(request.result);
-    request.onerror = () => reject(request.error);
-  });
-}
-
 export function newConversation(): Conversation {
   const now = Date.now();
-  const id = typeof crypto.randomUUID === "function" ? crypto.randomUUID() : `${now}-${Math.random().toString(36).slice(2)}`;
-  return { id, title: "New chat", created: now, updated: now, messages: [] };
+  return { id: newRecordId(now), title: "New chat", created: now, updated: now, messages: [] };
 }
 
 /** A title from the first user message: its first line, shortened. */
@@ -51,58 +40,32 @@ export function titleFrom(text: string): string {
   return line.length > 48 ? `${line.slice(0, 47)}…` : line || "New chat";
 }
 
+/** The conversations, most recently updated first (IndexedDB database "webkiln-app"). */
 export class ConversationStore {
-  private memory = new Map<string, Conversation>();
-
-  private constructor(private readonly db: IDBDatabase | null) {}
+  private constructor(private readonly records: LocalStore<Conversation>) {}
 
   static async open(): Promise<ConversationStore> {
-    try {
-      const request = indexedDB.open(DB_NAME, 1);
-      request.onupgradeneeded = () => {
-        const store = request.result.createObjectStore(STORE, { keyPath: "id" });
-        store.createIndex("updated", "updated");
-      };
-      return new ConversationStore(await promised(request));
-    } catch {
-      return new ConversationStore(null);
-    }
+    return new ConversationStore(await LocalStore.open<Conversation>({ database: "webkiln-app", store: "conversations", order: "updated" }));
   }
 
   get persistent(): boolean {
-    return this.db !== null;
+    return this.records.persistent;
   }
 
-  private store(mode: IDBTransactionMode): IDBObjectStore {
-    return this.db!.transaction(STORE, mode).objectStore(STORE);
+  list(): Promise<Conversation[]> {
+    return this.records.list();
   }
 
-  /** All conversations, most recently updated first. */
-  async list(): Promise<Conversation[]> {
-    const all = this.db ? await promised(this.store("readonly").getAll() as IDBRequest<Conversation[]>) : [...this.memory.values()];
-    return all.sort((a, b) => b.updated - a.updated);
+  get(id: string): Promise<Conversation | undefined> {
+    return this.records.get(id);
   }
 
-  async get(id: string): Promise<Conversation | undefined> {
-    if (!this.db) return this.memory.get(id);
-    return (await promised(this.store("readonly").get(id))) as Conversation | undefined;
-  }
-
-  async put(conversation: Conversation): Promise<void> {
+  put(conversation: Conversation): Promise<void> {
     // Stored as plain data (a structured clone), never the live object.
-    const copy: Conversation = JSON.parse(JSON.stringify(conversation));
-    if (!this.db) {
-      this.memory.set(copy.id, copy);
-      return;
-    }
-    await promised(this.store("readwrite").put(copy));
+    return this.records.put(JSON.parse(JSON.stringify(conversation)) as Conversation);
   }
 
-  async delete(id: string): Promise<void> {
-    if (!this.db) {
-      this.memory.delete(id);
-      return;
-    }
-    await promised(this.store("readwrite").delete(id));
+  delete(id: string): Promise<void> {
+    return this.records.delete(id);
   }
 }

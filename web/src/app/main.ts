@@ -8,7 +8,7 @@ import { ConversationStore } from "./conversations";
 import { probeDevice } from "./device";
 import { el } from "./dom";
 import { createWorkerEngine } from "./engine";
-import { GalleryStore } from "./gallery";
+import { openGallery } from "./gallery";
 import { ImagesView } from "./images_view";
 import { renderMarkdown } from "./markdown";
 import { listModels } from "./model_list";
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
     startupError = error;
   }
   window.webkilnApp.engine = engine;
-  const [store, gallery, device] = await Promise.all([ConversationStore.open(), GalleryStore.open(), probeDevice()]);
+  const [store, gallery, device] = await Promise.all([ConversationStore.open(), openGallery(), probeDevice()]);
   app = new ChatController(engine, store);
   const images = new ImagesView(engine, device, gallery, app.errorBanner);
   app.reloadOther = () => images.reload();
