@@ -6,6 +6,7 @@ package), so the engine sits on top of storage, llm and image rather than beside
     compiled/             base, storage (the one loader of a compiled model)
     llm/, image/          base, storage, compiled (never each other)
     engine/               base, storage, compiled, llm, image
+    ui/                   base (DOM pieces the app and the widget share: markdown, fit, formats)
     app/, widget/, node/, and the files directly in web/src (sw.ts, kernel_check.ts):
                           any layer above, but not each other
 
@@ -30,6 +31,7 @@ LOWER_LAYERS: dict[str, frozenset[str]] = {
     "llm": frozenset({"base", "storage", "compiled"}),
     "image": frozenset({"base", "storage", "compiled"}),
     "engine": frozenset({"base", "storage", "compiled", "llm", "image"}),
+    "ui": frozenset({"base"}),
 }
 # Entry points: each may use every layer of LOWER_LAYERS, none may use another entry point.
 ENTRY_FOLDERS = frozenset({"app", "widget", "node"})
@@ -103,6 +105,7 @@ def test_the_check_catches_violations():
             '// import { App } from "../app/main";\nconst s = "import(\'../app/main\')";'
         ),
         "kernel_check.ts": 'import { loadModule } from "./base/tvm";',
+        "ui/markdown.ts": 'import { Engine } from "../engine/api";\nimport type { ModelInfo } from "../base/types";',
         "extras/thing.ts": 'import "../base/errors";',
     }
     assert violations(sources) == [
@@ -114,6 +117,7 @@ def test_the_check_catches_violations():
         'llm/chat.ts: import "../image/pipeline" (llm may not import image)',
         'storage/cache.ts: import "../engine/api" (storage may not import engine)',
         'sw.ts: import "./app/gallery" (sw may not import app)',
+        'ui/markdown.ts: import "../engine/api" (ui may not import engine)',
         'widget/element.ts: import "../app/main" (widget may not import app)',
     ]
 

@@ -12,7 +12,7 @@ import type {
 } from "../engine/api";
 import { ChatView, type StreamingReply } from "./chat_view";
 import { ConversationStore, newConversation, titleFrom, type Conversation, type MessageStats } from "./conversations";
-import type { DeviceInfo } from "./device";
+import type { DeviceInfo } from "../ui/device";
 import { el } from "./dom";
 import { ErrorBanner, isAbort } from "./errors";
 import { listModels } from "./model_list";

@@ -3,7 +3,7 @@
 
 import type { MessageStats, StoredMessage } from "./conversations";
 import { h } from "./dom";
-import { handleCopyClicks, renderMarkdownInto, StreamingMarkdown } from "./markdown";
+import { handleCopyClicks, renderMarkdownInto, StreamingMarkdown } from "../ui/markdown";
 
 export function statsText(stats: MessageStats): string {
   const parts = [`${stats.completionTokens} tokens`];

@@ -6,7 +6,7 @@
 
 import { SCHEDULER_LABELS } from "../base/scheduler_labels";
 import type { Engine, ImageDefaults, ImageGenerateRequest, ImagePreview, ImageSchedulerName, ModelInfo } from "../engine/api";
-import type { DeviceInfo } from "./device";
+import type { DeviceInfo } from "../ui/device";
 import { el, h } from "./dom";
 import { isAbort, type ErrorBanner } from "./errors";
 import { GalleryStore, newGalleryId, type GalleryItem, type ImageParameters } from "./gallery";

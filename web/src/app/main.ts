@@ -5,12 +5,12 @@ import type { Engine } from "../engine/api";
 import { registerServiceWorker } from "../storage/offline";
 import { ChatController } from "./chat_controller";
 import { ConversationStore } from "./conversations";
-import { probeDevice } from "./device";
+import { probeDevice } from "../ui/device";
 import { el } from "./dom";
 import { createWorkerEngine } from "./engine";
 import { openGallery } from "./gallery";
 import { ImagesView } from "./images_view";
-import { renderMarkdown } from "./markdown";
+import { renderMarkdown } from "../ui/markdown";
 import { listModels } from "./model_list";
 import { initTheme } from "./theme";
 

@@ -4,7 +4,7 @@
 // device, what is cached, and buttons to delete one model's files or all of them.
 
 import type { CachedModel, Engine, LoadProgressEvent, ModelInfo } from "../engine/api";
-import { fitOf, requiredFeatures, type DeviceInfo, type Fit } from "./device";
+import { fitOf, requiredFeatures, type DeviceInfo, type Fit } from "../ui/device";
 import { confirmTwice, el, formatBytes, formatSeconds, h } from "./dom";
 
 export interface PickerCallbacks {

@@ -1,8 +1,8 @@
 // What this device offers (WebGPU adapter features and limits, approximate RAM) and
 // whether a model fits it.
 
-import type { ModelInfo } from "../engine/api";
-import { formatBytes } from "./dom";
+import type { ModelInfo } from "../base/types";
+import { formatBytes } from "./format";
 
 export interface DeviceInfo {
   /** Null when WebGPU works; else why not. */

@@ -4,8 +4,9 @@
 //     and images as plain links (a link loads nothing until the user clicks it);
 //  2. DOMPurify then keeps only the tags and attributes markdown produces, and only
 //     http(s)/mailto/#fragment URLs;
-//  3. site/index.html's Content-Security-Policy refuses remote images, frames,
-//     objects and inline script anyway.
+//  3. the page's Content-Security-Policy (site/index.html's; the host page's for the
+//     widget) refuses remote images, frames, objects and inline script anyway.
+// The app's chat view and the widget both render through this module.
 
 import DOMPurify from "dompurify";
 import { Marked, type Tokens } from "marked";
