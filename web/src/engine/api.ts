@@ -4,6 +4,7 @@
 
 import type { SchedulerName } from "../base/manifest_types";
 import type { CachedModel, ModelInfo, StorageInfo } from "../base/types";
+import type { LoadProgress } from "../storage/loader";
 
 // Types the lower layers share (storage lists cached models by ModelInfo) live in base/.
 export type { CachedModel, ImageDefaults, ModelInfo, StorageInfo } from "../base/types";
@@ -80,16 +81,11 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
-export interface LoadProgressEvent {
+/** The download's byte and file counts (storage's LoadProgress), plus what the engine adds. */
+export interface LoadProgressEvent
+  extends Pick<LoadProgress, "loadedBytes" | "totalBytes" | "filesDone" | "totalFiles" | "cachedBytes" | "networkBytes"> {
   model: string;
   stage: "download" | "initialize" | "ready";
-  loadedBytes: number;
-  totalBytes: number;
-  filesDone: number;
-  totalFiles: number;
-  /** Bytes that came from the cache / the network so far. */
-  cachedBytes: number;
-  networkBytes: number;
   /** Seconds left at the current network rate; null when unknown. */
   etaSeconds: number | null;
   /** One line for a status bar. */
