@@ -14,8 +14,30 @@ export interface CreateEngineOptions {
 
 export function createEngine(options: CreateEngineOptions = {}): Engine {
   // Bundles live in site/assets/, next to engine-worker.js.
-  const url = options.workerUrl ?? new URL("./engine-worker.js", import.meta.url);
-  return new WorkerEngine(new Worker(url, { type: "module" }));
+  const url = new URL(options.workerUrl ?? new URL("./engine-worker.js", import.meta.url), globalThis.location?.href);
+  return new WorkerEngine(startWorker(url));
+}
+
+/**
+ * A module Worker running `url`, also when `url` is on another origin than the page (the
+ * embeddable widget: the host page on one origin, widget.js and engine-worker.js on the
+ * widget's). `new Worker(url)` refuses a cross-origin URL outright, so the Worker is started
+ * from a same-origin blob: module whose only line imports the real worker module: the import
+ * is an ordinary CORS module fetch (engine-worker.js must be served with
+ * Access-Control-Allow-Origin), and inside it import.meta.url is the real URL, so what the
+ * worker loads relative to itself still comes from the widget's origin. The host page's CSP
+ * must allow blob: in worker-src and the widget's origin in script-src.
+ */
+function startWorker(url: URL): Worker {
+  if (globalThis.location === undefined || url.origin === globalThis.location.origin || url.protocol === "blob:") {
+    return new Worker(url, { type: "module" });
+  }
+  const bootstrap = new Blob([`import ${JSON.stringify(url.href)};\n`], { type: "text/javascript" });
+  const blobUrl = URL.createObjectURL(bootstrap);
+  const worker = new Worker(blobUrl, { type: "module" });
+  // The Worker has fetched its script once it starts running it; revoking later is enough.
+  setTimeout(() => URL.revokeObjectURL(blobUrl), 60_000);
+  return worker;
 }
 
 export { WorkerEngine };

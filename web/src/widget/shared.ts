@@ -1,0 +1,94 @@
+// One engine per model on a page: every widget showing the same model (same worker, same
+// models folder, same id) talks to the same Worker, which lists the models once and
+// downloads and loads the model once. The engine holds one model at a time, so widgets of
+// different models (a chat and an image widget) get a Worker each instead of unloading each
+// other's model on every request.
+
+import { createEngine, ModelLoadError, type Engine, type LoadedModel, type LoadProgressEvent, type ModelInfo } from "../engine";
+
+export class SharedModel {
+  readonly engine: Engine;
+  private listing: Promise<ModelInfo[]> | null = null;
+  private loading: Promise<LoadedModel> | null = null;
+  private lastProgress: LoadProgressEvent | null = null;
+  private readonly watchers = new Set<(event: LoadProgressEvent) => void>();
+
+  constructor(
+    workerUrl: string,
+    readonly indexUrl: string,
+    /** The model id the widgets asked for; "" for the index's first model of `task`. */
+    private readonly wanted: string,
+    private readonly task: "chat" | "image",
+  ) {
+    this.engine = createEngine({ workerUrl });
+  }
+
+  /** The model's description from the index (read once for all widgets). */
+  info(): Promise<ModelInfo> {
+    this.listing ??= this.engine.listModels({ indexUrl: this.indexUrl });
+    const listing = this.listing;
+    // A failed listing is retried by the next call (say, after the host fixed models-url).
+    listing.catch(() => {
+      if (this.listing === listing) this.listing = null;
+    });
+    return listing.then((models) => {
+      const found = this.wanted ? models.find((m) => m.id === this.wanted) : models.find((m) => m.task === this.task);
+      if (!found) {
+        const ids = models.map((m) => `${m.id} (${m.task})`).join(", ") || "none";
+        throw new ModelLoadError(
+          this.wanted
+            ? `Unknown model '${this.wanted}': ${this.indexUrl} lists ${ids}. Check the model attribute (or models-url).`
+            : `No ${this.task} model in ${this.indexUrl} (it lists ${ids}). Build one, or check models-url.`,
+        );
+      }
+      if (found.task !== this.task) {
+        throw new ModelLoadError(`Model '${found.id}' is a ${found.task} model; <webkiln-${this.task}> needs a ${this.task} model.`);
+      }
+      return found;
+    });
+  }
+
+  /** Loads the model once; every caller gets the same promise and every watcher its progress. */
+  load(onProgress: (event: LoadProgressEvent) => void): Promise<LoadedModel> {
+    this.watchers.add(onProgress);
+    if (this.lastProgress) onProgress(this.lastProgress);
+    if (!this.loading) {
+      const loading = this.info().then((info) =>
+        this.engine.loadModel(info.id, {
+          onProgress: (event) => {
+            this.lastProgress = event;
+            for (const watcher of this.watchers) watcher(event);
+          },
+        }),
+      );
+      this.loading = loading;
+      loading.then(
+        () => this.watchers.clear(),
+        () => {
+          // Let a later interaction try again (after a network failure, say).
+          this.watchers.clear();
+          this.lastProgress = null;
+          if (this.loading === loading) this.loading = null;
+        },
+      );
+    }
+    return this.loading;
+  }
+
+  /** The model is loaded (or loading): the widget may skip its "before download" card. */
+  get started(): boolean {
+    return this.loading !== null;
+  }
+}
+
+const shared = new Map<string, SharedModel>();
+
+export function sharedModel(workerUrl: string, indexUrl: string, model: string, task: "chat" | "image"): SharedModel {
+  const key = JSON.stringify([workerUrl, indexUrl, model, task]);
+  let found = shared.get(key);
+  if (!found) {
+    found = new SharedModel(workerUrl, indexUrl, model, task);
+    shared.set(key, found);
+  }
+  return found;
+}
