@@ -1,4 +1,4 @@
-"""Browser storage and tokenizer modules (web/src/storage, web/src/llm/tokenizer.ts)
+"""Browser storage and tokenizer modules (web/src/storage, web/src/base/tokenizer.ts)
 in real headless Chromium, through the test-only bundle tests/site/test.html exposes as
 `window.webkilnTest`. Model files are random bytes served by the real dev server."""
 
