@@ -333,7 +333,7 @@ def test_service_worker_serves_the_app_shell_offline(browser, test_site, tmp_pat
             shell = page.evaluate("(c) => caches.open(c).then((c) => c.keys()).then((k) => k.map((r) => r.url))",
                                   SHELL_CACHE)
             # The app shell, and this page (without its query) with what it loaded.
-            expected = ["", "index.html", "style.css", "assets/app.js", "assets/engine-worker.js",
+            expected = ["", "index.html", "style.css", "favicon.svg", "assets/app.js", "assets/engine-worker.js",
                         "test-storage.html", "assets/test-storage.js"]
             assert set(shell) == {f"{server.url}/{p}" for p in expected}
             assert not [u for u in shell if "/models/" in u]

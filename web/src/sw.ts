@@ -31,7 +31,7 @@ declare const self: ServiceWorkerScope;
 const CACHE_PREFIX = "webkiln-shell-";
 const SHELL_CACHE = `${CACHE_PREFIX}v1`;
 /** The app (site/index.html) and what it loads, relative to the worker's scope. */
-const SHELL = ["./", "index.html", "style.css", "assets/app.js", "assets/engine-worker.js"];
+const SHELL = ["./", "index.html", "style.css", "favicon.svg", "assets/app.js", "assets/engine-worker.js"];
 
 const scope = () => self.registration.scope; // ends with "/"
 
