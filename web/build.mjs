@@ -1,5 +1,6 @@
-// Bundles the browser entry points into site/assets/ (ES modules, one file each), and
-// the service worker into site/sw.js (a worker's scope is its own folder and below).
+// Bundles the browser entry points into site/assets/ (ES modules, one file each), the
+// embeddable widget into site/widget.js, and the service worker into site/sw.js (a
+// worker's scope is its own folder and below).
 //
 // Test code never goes into site/ (it is what a user deploys). Two options build it elsewhere:
 //   node build.mjs --test-site <dir>   a test site root at <dir>: a copy of the built site/
@@ -54,6 +55,16 @@ async function buildProduct() {
       fs.rmSync(path.join(assets, name), { recursive: true, force: true });
     }
   }
+
+  // The embeddable widget (site/widget.js): one ES module at the site's top level, so
+  // <script type="module" src="https://cdn.example/webkiln/widget.js"> works; it finds the
+  // engine's Worker (assets/engine-worker.js) and models/ relative to its own URL.
+  await build({
+    ...common,
+    entryPoints: { widget: path.join(here, "src/widget/entry.ts") },
+    outdir: path.join(here, "../site"),
+    format: "esm",
+  });
 
   await build({
     ...common,
