@@ -10,6 +10,7 @@
 //                                      bundled for Node into dist/unit-tests/, then run with
 //                                      Node's test runner (`npm test`)
 // Both skip the product build: they use site/ as the last `node build.mjs` left it.
+//   node build.mjs --lib               the npm package's bundles, into lib/ (see buildLibrary)
 import { build } from "esbuild";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -21,6 +22,7 @@ const repo = path.resolve(here, "..");
 const release = process.argv.includes("--release");
 const testSiteAt = process.argv.indexOf("--test-site");
 const unitTests = process.argv.includes("--unit-tests");
+const library = process.argv.includes("--lib");
 
 const common = {
   bundle: true,
@@ -161,7 +163,51 @@ async function runUnitTests() {
   process.exitCode = run.status ?? 1;
 }
 
-if (testSiteAt >= 0) {
+/**
+ * The npm package (`npm pack` runs this first, as `prepack`): ES modules in lib/, laid out
+ * like site/ so the defaults that find the Worker relative to a bundle hold in both:
+ *   lib/widget.js                 `@webkiln/web/widget`: define() and the element classes
+ *   lib/assets/engine.js          `@webkiln/web`: createEngine() and the engine's types/errors
+ *   lib/assets/engine-worker.js   the engine's Worker, self-contained (one file to copy)
+ *   lib/assets/chunk-*.js         code the two entries share (one copy of each module: one
+ *                                 set of error classes, one registry of shared engines)
+ *   lib/types/                    the declarations of both entries (tsc, tsconfig.lib.json)
+ * Every dependency is bundled in, so the package has none and installs without a registry.
+ * A consumer that re-bundles the entries must still ship engine-worker.js itself (esbuild
+ * does not follow `new URL("./x.js", import.meta.url)`): docs/WIDGET.md, "Hosting".
+ */
+async function buildLibrary() {
+  const lib = path.join(here, "lib");
+  fs.rmSync(lib, { recursive: true, force: true });
+  const libCommon = { ...common, sourcemap: false, format: "esm", outdir: lib, logLevel: "warning" };
+  await build({
+    ...libCommon,
+    entryPoints: {
+      widget: path.join(here, "src/widget/index.ts"),
+      "assets/engine": path.join(here, "src/engine/index.ts"),
+    },
+    splitting: true,
+    // Chunks sit next to engine-worker.js: code that finds the Worker from its own module's
+    // URL (createEngine's default) finds it wherever esbuild put that code.
+    chunkNames: "assets/chunk-[hash]",
+  });
+  await build({
+    ...libCommon,
+    minify: true, // used as shipped: a consumer's bundler never sees it
+    entryPoints: { "assets/engine-worker": path.join(here, "src/engine/worker_entry.ts") },
+  });
+  const tsc = spawnSync(process.execPath, [path.join(here, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.lib.json"], {
+    cwd: here,
+    stdio: "inherit",
+  });
+  if (tsc.status !== 0) {
+    throw new Error("tsc -p tsconfig.lib.json failed: the package's declarations were not written");
+  }
+}
+
+if (library) {
+  await buildLibrary();
+} else if (testSiteAt >= 0) {
   const root = process.argv[testSiteAt + 1];
   if (!root) {
     throw new Error("--test-site needs a folder: node build.mjs --test-site <dir>");
