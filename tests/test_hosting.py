@@ -132,9 +132,11 @@ def test_site_from_a_sub_path_on_a_plain_static_server(browser, static_server):
 
 @pytest.fixture(scope="module")
 def widget_site(tmp_path_factory, test_site, tiny_models) -> Path:
+    """A server root with the site under /webkiln/, as on a CDN (https://cdn.example/webkiln/)."""
     root = tmp_path_factory.mktemp("widget-origin")
-    shutil.copytree(test_site, root, dirs_exist_ok=True)
-    shutil.copytree(tiny_models, root / "models")
+    site = root / SUB_PATH.strip("/")
+    shutil.copytree(test_site, site)
+    shutil.copytree(tiny_models, site / "models")
     return root
 
 
@@ -143,7 +145,7 @@ def host_page(folder: Path, widget_origin: str) -> None:
     folder.mkdir(exist_ok=True)
     (folder / "host.html").write_text(
         '<!doctype html><meta charset="utf-8"><title>host</title>\n'
-        f'<script type="module" src="{widget_origin}/widget.js"></script>\n'
+        f'<script type="module" src="{widget_origin}{SUB_PATH}widget.js"></script>\n'
         f'<webkiln-chat model="tiny-chat" temperature="0" max-tokens="{MAX_TOKENS}"></webkiln-chat>\n')
 
 
@@ -151,7 +153,7 @@ def test_cross_origin_isolated_host_page_embeds_the_widget(browser, widget_site,
     host_dir = tmp_path / "host"
     host_dir.mkdir()
     # The host page: http://localhost:<B>, with COOP/COEP (require-corp); the widget and the
-    # models: http://127.0.0.1:<A>, sharing its files with B only.
+    # models: http://127.0.0.1:<A>/webkiln/, sharing its files with B only.
     with LiveServer(host_dir, cross_origin_isolated=True) as host:
         host_origin = host.url.replace("127.0.0.1", "localhost")
         with LiveServer(widget_site, cors_origins=[host_origin]) as widget:
@@ -185,7 +187,7 @@ def test_widget_origin_without_cors_is_refused(browser, widget_site, tmp_path):
         context = browser.new_context(viewport=DESKTOP)
         page = context.new_page()
         try:
-            with page.expect_event("requestfailed", lambda r: r.url == f"{widget.url}/widget.js") as refused:
+            with page.expect_event("requestfailed", lambda r: r.url == f"{widget.url}{SUB_PATH}widget.js") as refused:
                 page.goto(f"{host.url.replace('127.0.0.1', 'localhost')}/host.html")
             assert refused.value.failure  # CORS: the response came, the browser withheld it
             page.wait_for_load_state("load")
