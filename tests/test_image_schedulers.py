@@ -1,4 +1,4 @@
-"""web/src/image/ (schedulers.ts, latents.ts) in headless Chromium against diffusers.
+"""web/src/image/ (schedulers/, latents.ts) in headless Chromium against diffusers.
 
 * The seeded Gaussian generator gives bit-identical float32 values in TypeScript and in
   python/webkiln/image_noise.py.

@@ -1,4 +1,4 @@
-// image/schedulers.ts against diffusers: timesteps and sigmas for each config of
+// image/schedulers/ against diffusers: timesteps and sigmas for each config of
 // fixtures/schedulers.json, which fixtures/make_scheduler_fixture.py wrote with diffusers
 // itself (the version is in the file).
 import assert from "node:assert/strict";
