@@ -17,6 +17,7 @@ host pages embed the widget with the README snippet; nothing of the widget is on
 * failures (unknown model, models-url 404 or without CORS, a manifest of another format, no
   WebGPU, a bad attribute) show in the widget and fire webkiln-error; under a storage quota
   too small for the model it still works and nothing is marked cached;
+* site/widget-demo.html works (both layouts);
 * screenshots of both layouts (test-artifacts/widget-*.png) and timings
   (test-artifacts/widget-timings.json).
 """
@@ -644,3 +645,27 @@ def test_readme_snippet_on_the_default_model(browser, chat_site, host, tmp_path)
                                    "warm_ready_ms": warm["ready_ms"], "warm_first_token_ms": warm["first_token_ms"]})
         finally:
             context.close()
+
+
+def test_demo_page(browser, origin_a):
+    """site/widget-demo.html (same origin as widget.js, its own meta CSP): both layouts work."""
+    context = browser.new_context(viewport={"width": 900, "height": 900}, device_scale_factor=1)
+    try:
+        page, watch = open_host(context, f"{origin_a.url}/widget-demo.html")
+        page.wait_for_function("() => document.querySelectorAll('webkiln-chat, webkiln-image').length === 3 && "
+                               "[...document.querySelectorAll('webkiln-chat, webkiln-image')].every((e) => e.modelInfo)")
+        ids = page.evaluate("() => [...document.querySelectorAll('webkiln-chat, webkiln-image')].map((e) => e.modelInfo.id)")
+        assert ids == [CHAT_MODEL, IMAGE_MODEL, CHAT_MODEL]
+        page.locator("webkiln-chat[layout=bubble] [part=launcher]").focus()
+        page.keyboard.press("Enter")
+        page.keyboard.type("Hi")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => window.widgetEvents.some((e) => e.type === 'webkiln-reply' || e.type === 'webkiln-error')",
+                               timeout=TIMEOUT)
+        assert [e["type"] for e in page.evaluate("() => window.widgetEvents") if e["type"] == "webkiln-error"] == []
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "widget-demo.png"), full_page=True)
+        assert len(page.workers) == 2  # one for both chat widgets, one for the image widget
+        assert watch.page_errors == [] and watch.csp_violations() == []
+    finally:
+        context.close()
