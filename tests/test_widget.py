@@ -663,6 +663,12 @@ def test_demo_page(browser, origin_a):
         page.wait_for_function("() => window.widgetEvents.some((e) => e.type === 'webkiln-reply' || e.type === 'webkiln-error')",
                                timeout=TIMEOUT)
         assert [e["type"] for e in page.evaluate("() => window.widgetEvents") if e["type"] == "webkiln-error"] == []
+        # The inline chat follows the bubble's load of the same model: ready too, nothing downloaded twice.
+        page.wait_for_function("() => window.widgetEvents.filter((e) => e.type === 'webkiln-ready').length === 2")
+        assert page.evaluate("() => document.querySelector('webkiln-chat').loadedModel.id") == CHAT_MODEL
+        assert page.evaluate("() => document.querySelector('webkiln-image').loadedModel") is None
+        files = [u for u in watch.requests if f"/models/{CHAT_MODEL}/" in u and not u.endswith("manifest.json")]
+        assert files and len(files) == len(set(files)), files
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "widget-demo.png"), full_page=True)
         assert len(page.workers) == 2  # one for both chat widgets, one for the image widget

@@ -57,7 +57,7 @@ export class WebkilnChatElement extends WidgetElement {
   }
 
   protected launcherText(): string {
-    return "💬 Chat";
+    return "Chat";
   }
 
   protected focusInput(): void {

@@ -71,6 +71,7 @@ export abstract class WidgetElement extends HTMLElement {
   private loadedRef: LoadedModel | null = null;
   private loadPromise: Promise<LoadedModel> | null = null;
   private connected = false;
+  private unsubscribe: (() => void) | null = null;
   private media: MediaQueryList | null = null;
 
   protected readonly root = h("div", { class: "root", part: "root" });
@@ -128,7 +129,10 @@ export abstract class WidgetElement extends HTMLElement {
       if (parsed.ok) this.values.set(name, parsed.value);
       else this.refuseAttribute(name, `${JSON.stringify(value)} ${parsed.reason}`);
     }
-    if (!this.connected) return;
+    if (!this.connected) {
+      if (name === "model" || name === "models-url") this.sharedRef = null; // rebound on connect
+      return;
+    }
     if (name === "theme") this.applyTheme();
     else if (name === "layout") this.applyLayout();
     else if (name === "model" || name === "models-url") this.rebind();
@@ -189,9 +193,12 @@ export abstract class WidgetElement extends HTMLElement {
   connectedCallback(): void {
     if (this.connected) return;
     this.connected = true;
-    if (!this.shadow.firstChild) this.build();
+    const built = this.shadow.firstChild !== null;
+    if (!built) this.build();
     this.applyTheme();
     this.applyLayout();
+    // Reconnected (moved in the page): keep the conversation and the loaded model.
+    if (built && this.sharedRef) return;
     this.rebind();
     for (const [name, message] of this.attributeErrors) this.report(new InvalidRequestError(message, name));
   }
@@ -293,7 +300,12 @@ export abstract class WidgetElement extends HTMLElement {
     this.clearError();
     this.progress.hidden = true;
     this.setReady(false);
+    this.unsubscribe?.();
     const shared = this.shared();
+    // Another widget of the same model loading it: follow (same download, same progress).
+    this.unsubscribe = shared.onStart(() => {
+      if (this.sharedRef === shared && this.infoRef) void this.load().catch(() => {});
+    });
     this.titleEl.textContent = this.model || `webkiln ${this.label}`;
     this.info.replaceChildren(h("span", {}, "Reading the model list…"));
     void Promise.all([shared.info(), device()]).then(

@@ -47,7 +47,7 @@ export class WebkilnImageElement extends WidgetElement {
   }
 
   protected launcherText(): string {
-    return "🎨 Image";
+    return "Images";
   }
 
   protected focusInput(): void {

@@ -12,6 +12,7 @@ export class SharedModel {
   private loading: Promise<LoadedModel> | null = null;
   private lastProgress: LoadProgressEvent | null = null;
   private readonly watchers = new Set<(event: LoadProgressEvent) => void>();
+  private readonly starters = new Set<() => void>();
 
   constructor(
     workerUrl: string,
@@ -62,6 +63,10 @@ export class SharedModel {
         }),
       );
       this.loading = loading;
+      // Tell the other widgets of this model (after this call returns, so the caller is set up first).
+      queueMicrotask(() => {
+        for (const starter of this.starters) starter();
+      });
       loading.then(
         () => this.watchers.clear(),
         () => {
@@ -73,6 +78,12 @@ export class SharedModel {
       );
     }
     return this.loading;
+  }
+
+  /** Calls `listener` whenever some widget starts loading this model; returns the unsubscribe. */
+  onStart(listener: () => void): () => void {
+    this.starters.add(listener);
+    return () => this.starters.delete(listener);
   }
 
   /** The model is loaded (or loading): the widget may skip its "before download" card. */
