@@ -17,6 +17,7 @@ host pages embed the widget with the README snippet; nothing of the widget is on
 * failures (unknown model, models-url 404 or without CORS, a manifest of another format, no
   WebGPU, a bad attribute) show in the widget and fire webkiln-error; under a storage quota
   too small for the model it still works and nothing is marked cached;
+* Stop ends a reply early (finish_reason "abort", a prefix of the full greedy reply), reset() clears it;
 * site/widget-demo.html works (both layouts);
 * screenshots of both layouts (test-artifacts/widget-*.png) and timings
   (test-artifacts/widget-timings.json).
@@ -675,3 +676,34 @@ def test_demo_page(browser, origin_a):
         assert watch.page_errors == [] and watch.csp_violations() == []
     finally:
         context.close()
+
+
+def test_stop_keeps_the_partial_reply(context, origin_a, host):
+    n, prompt = 400, "Tell me a long story."
+    page, watch = open_host(context, host.page("/stop.html", snippet(origin_a.url, f'id="chat" model="{CHAT_MODEL}" temperature="0" max-tokens="{n}"'),
+                                               widget_csp(origin_a.url)))
+    page.wait_for_function("() => document.getElementById('chat').shadowRoot.querySelector('[part=download-size]')")
+    page.evaluate("() => document.getElementById('chat').load()")
+    full = page.evaluate("""async ([messages, n]) => {
+        const r = await document.getElementById('chat').engine.chat.completions.create({messages, temperature: 0, max_tokens: n});
+        return [r.choices[0].message.content, r.choices[0].finish_reason];
+    }""", [[{"role": "user", "content": prompt}], n])
+    assert full[1] == "length"  # the setup: this reply runs to max-tokens, so only Stop can end it early
+    watch_stream(page, "chat")
+    type_message(page, "chat", prompt)
+    page.wait_for_function("() => window.streamed.length > 0", timeout=TIMEOUT)
+    stop = page.locator("#chat [part=stop-button]")
+    assert stop.is_visible() and not page.locator("#chat [part=send-button]").is_visible()
+    stop.focus()
+    page.keyboard.press("Enter")
+    reply = wait_event(page, "webkiln-reply", "chat")["detail"]
+    assert reply["finish_reason"] == "abort"
+    assert 0 < len(reply["text"]) < len(full[0]) and full[0].startswith(reply["text"])
+    assert shadow(page, "chat", "(r) => r.querySelector('[part=status]').textContent").startswith("Stopped")
+    assert page.locator("#chat [part=send-button]").is_visible() and not stop.is_visible()
+    assert page.evaluate("() => document.getElementById('chat').messages.length") == 2
+    # reset() clears the conversation.
+    page.evaluate("() => document.getElementById('chat').reset()")
+    assert page.evaluate("() => document.getElementById('chat').messages") == []
+    assert shadow(page, "chat", "(r) => r.querySelectorAll('.msg').length") == 0
+    assert watch.page_errors == []
