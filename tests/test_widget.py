@@ -291,6 +291,8 @@ def test_chat_under_strict_csp_streams_the_engines_greedy_reply(context, origin_
     assert CHAT_MODEL in info and "download" in info and "fits this device" in info, info
     assert not [u for u in watch.requests if "/models/tiny-chat/" in u and not u.endswith("manifest.json")]
     assert events(page, "webkiln-ready") == []
+    # Not even the engine's Worker (several MB) starts before the first interaction.
+    assert page.workers == [] and not [u for u in watch.requests if "engine-worker.js" in u]
 
     cold = chat_and_time(page, "chat", prompt, TIMEOUT)
     text = cold["reply"]["detail"]["text"]
@@ -348,8 +350,14 @@ def test_image_widget_makes_the_engines_image(context, origin_a, host):
     }""")
     png = np.asarray(Image.open(io.BytesIO(base64.b64decode(expected))).convert("RGBA")).reshape(-1)
     assert np.array_equal(np.array(shown, dtype=np.uint8), png)
-    # The two widgets run on two Workers (one model each), the chat one untouched.
+    # Only the image widget's engine runs: the chat widget beside it, never used, started no Worker.
+    assert len(page.workers) == 1
+    assert page.evaluate("() => document.getElementById('chat').loadedModel") is None
+    # Then the chat widget: its own Worker (the engine holds one model), the image model stays loaded.
+    type_message(page, "chat", "hi")
+    assert wait_event(page, "webkiln-reply", "chat")["detail"]["text"]
     assert len(page.workers) == 2
+    assert page.evaluate("async () => (await document.getElementById('img').engine.loadedModel()).id") == IMAGE_MODEL
     assert watch.page_errors == [] and watch.csp_violations() == []
 
 
@@ -672,7 +680,7 @@ def test_demo_page(browser, origin_a):
         assert files and len(files) == len(set(files)), files
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "widget-demo.png"), full_page=True)
-        assert len(page.workers) == 2  # one for both chat widgets, one for the image widget
+        assert len(page.workers) == 1  # one for both chat widgets; the unused image widget starts none
         assert watch.page_errors == [] and watch.csp_violations() == []
     finally:
         context.close()

@@ -1,38 +1,55 @@
 // One engine per model on a page: every widget showing the same model (same worker, same
-// models folder, same id) talks to the same Worker, which lists the models once and
-// downloads and loads the model once. The engine holds one model at a time, so widgets of
-// different models (a chat and an image widget) get a Worker each instead of unloading each
-// other's model on every request.
+// models folder, same id) talks to the same Worker, which downloads and loads the model
+// once. The engine holds one model at a time, so widgets of different models (a chat and an
+// image widget) get a Worker each instead of unloading each other's model on every request.
+//
+// The Worker (several MB: tvmjs, the tokenizer's wasm) starts only when a model is loaded or
+// element.engine is used: before that, the "before download" card reads models/index.json
+// in the page, through the engine's own registry (the same ModelInfo the engine computes).
 
 import { createEngine, ModelLoadError, type Engine, type LoadedModel, type LoadProgressEvent, type ModelInfo } from "../engine";
+import { ModelRegistry } from "../engine/registry";
+
+const listings = new Map<string, Promise<ModelInfo[]>>();
+
+/** The models of one index, read once per page for all widgets (a failure is retried next time). */
+function listModels(indexUrl: string): Promise<ModelInfo[]> {
+  let listing = listings.get(indexUrl);
+  if (!listing) {
+    listing = new ModelRegistry(document.baseURI).list({ indexUrl });
+    listings.set(indexUrl, listing);
+    const failed = listing;
+    failed.catch(() => {
+      if (listings.get(indexUrl) === failed) listings.delete(indexUrl);
+    });
+  }
+  return listing;
+}
 
 export class SharedModel {
-  readonly engine: Engine;
-  private listing: Promise<ModelInfo[]> | null = null;
+  private engineRef: Engine | null = null;
   private loading: Promise<LoadedModel> | null = null;
   private lastProgress: LoadProgressEvent | null = null;
   private readonly watchers = new Set<(event: LoadProgressEvent) => void>();
   private readonly starters = new Set<() => void>();
 
   constructor(
-    workerUrl: string,
+    private readonly workerUrl: string,
     readonly indexUrl: string,
     /** The model id the widgets asked for; "" for the index's first model of `task`. */
     private readonly wanted: string,
     private readonly task: "chat" | "image",
-  ) {
-    this.engine = createEngine({ workerUrl });
+  ) {}
+
+  /** The engine (its Worker starts on first use). */
+  get engine(): Engine {
+    this.engineRef ??= createEngine({ workerUrl: this.workerUrl });
+    return this.engineRef;
   }
 
-  /** The model's description from the index (read once for all widgets). */
+  /** The model's description from the index. */
   info(): Promise<ModelInfo> {
-    this.listing ??= this.engine.listModels({ indexUrl: this.indexUrl });
-    const listing = this.listing;
-    // A failed listing is retried by the next call (say, after the host fixed models-url).
-    listing.catch(() => {
-      if (this.listing === listing) this.listing = null;
-    });
-    return listing.then((models) => {
+    return listModels(this.indexUrl).then((models) => {
       const found = this.wanted ? models.find((m) => m.id === this.wanted) : models.find((m) => m.task === this.task);
       if (!found) {
         const ids = models.map((m) => `${m.id} (${m.task})`).join(", ") || "none";
@@ -54,14 +71,16 @@ export class SharedModel {
     this.watchers.add(onProgress);
     if (this.lastProgress) onProgress(this.lastProgress);
     if (!this.loading) {
-      const loading = this.info().then((info) =>
-        this.engine.loadModel(info.id, {
+      const loading = this.info().then(async (info) => {
+        // The Worker's registry learns the index too (ids resolve, engine.cache.list() knows the model).
+        await this.engine.listModels({ indexUrl: this.indexUrl });
+        return this.engine.loadModel(info.id, {
           onProgress: (event) => {
             this.lastProgress = event;
             for (const watcher of this.watchers) watcher(event);
           },
-        }),
-      );
+        });
+      });
       this.loading = loading;
       // Tell the other widgets of this model (after this call returns, so the caller is set up first).
       queueMicrotask(() => {
