@@ -10,6 +10,7 @@ host pages embed the widget with the README snippet; nothing of the widget is on
   for the same messages (tiny model here; the real default model in the last test);
 * <webkiln-image> on the same page makes the engine's image for the same seed, pixel for pixel;
 * the host's CSS does not change the widget's computed styles, nor the widget the host's;
+  the documented custom properties and ::part() names do;
 * the app's hostile-markdown corpus (tests/test_chat_ui.py) rendered by the widget runs
   and loads nothing;
 * two widgets of one model: one Worker, each model file downloaded once;
@@ -411,6 +412,26 @@ def test_host_css_and_widget_css_do_not_mix(context, origin_a, host):
     assert watch.csp_violations() == []
 
 
+THEME_CSS = ("#chat { --webkiln-accent: rgb(1, 2, 3); --webkiln-font-size: 11px; }\n"
+             "#chat::part(send-button) { border-radius: 0px; }\n"
+             "#chat::part(user-message) { padding-top: 17px; }")
+
+
+def test_theming_by_custom_properties_and_parts(context, origin_a, host):
+    host.pages["/theme.css"] = (THEME_CSS, "")
+    page, watch = open_host(context, host.page("/theme.html", snippet(origin_a.url, f'id="chat" model="{CHAT_MODEL}" max-tokens="2"'),
+                                               widget_csp(origin_a.url) + "; style-src 'self'",
+                                               head='<link rel="stylesheet" href="/theme.css">'))
+    page.wait_for_function("() => document.getElementById('chat').shadowRoot.querySelector('[part=download-size]')")
+    send = shadow(page, "chat", """(r) => { const cs = getComputedStyle(r.querySelector('[part=send-button]'));
+        return [cs.backgroundColor, cs.borderTopLeftRadius, getComputedStyle(r.querySelector('.root')).fontSize]; }""")
+    assert send == ["rgb(1, 2, 3)", "0px", "11px"]
+    type_message(page, "chat", "hi")
+    wait_event(page, "webkiln-reply", "chat")
+    assert shadow(page, "chat", "(r) => getComputedStyle(r.querySelector('.msg.user')).paddingTop") == "17px"
+    assert watch.csp_violations() == []
+
+
 def test_hostile_markdown_runs_and_loads_nothing(context, origin_a, host):
     # The greeting is rendered as an assistant message, through the same StreamingMarkdown /
     # renderMarkdownInto path (ui/markdown.ts) as every reply.
@@ -621,6 +642,7 @@ def test_no_webgpu(browser, origin_a, host):
         detail, shown = error_of(page, "w")
         assert detail["name"] == "WebGPUUnavailableError", detail
         assert detail["message"] in shown
+        assert len(events(page, "webkiln-error", "w")) == 1  # the failed load, reported once (not again by send)
         assert page.evaluate("() => document.getElementById('w').messages") == []
         assert_host_alive(page, watch)
     finally:

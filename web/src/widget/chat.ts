@@ -189,7 +189,7 @@ export class WebkilnChatElement extends WidgetElement {
       this.history.pop();
       if (!reply) bubble.remove();
       this.status.textContent = "";
-      this.report(error);
+      if (error !== this.lastLoadError) this.report(error);
       throw error;
     } finally {
       bubble.classList.remove("pending");

@@ -70,6 +70,8 @@ export abstract class WidgetElement extends HTMLElement {
   private infoRef: ModelInfo | null = null;
   private loadedRef: LoadedModel | null = null;
   private loadPromise: Promise<LoadedModel> | null = null;
+  /** The last load failure (already reported): a request that fails because of it does not report it again. */
+  protected lastLoadError: unknown = null;
   private connected = false;
   private unsubscribe: (() => void) | null = null;
   private media: MediaQueryList | null = null;
@@ -357,6 +359,7 @@ export abstract class WidgetElement extends HTMLElement {
       },
       (error: unknown) => {
         if (this.loadPromise !== promise) return;
+        this.lastLoadError = error;
         this.loadPromise = null;
         this.loadButton.disabled = false;
         this.progress.hidden = true;

@@ -163,7 +163,7 @@ export class WebkilnImageElement extends WidgetElement {
       return detail;
     } catch (error) {
       this.status.textContent = "";
-      this.report(error);
+      if (error !== this.lastLoadError) this.report(error);
       throw error;
     } finally {
       this.controller = null;
