@@ -598,6 +598,15 @@ def test_errors_show_in_the_widget_and_fire_events(context, origin_a, host, widg
     assert page.evaluate("() => document.getElementById('w').getAttribute('temperature')") == "0.2"
     assert_host_alive(page, watch)
 
+    # Image attributes the model does not allow: more steps than its max_steps, another size.
+    page, watch = open_host(context, host.page("/e-img.html", snippet(origin_a.url, f'id="w" model="{IMAGE_MODEL}" steps="500" size="64x64"', "webkiln-image"), csp))
+    page.wait_for_function("(id) => window.widgetEvents.filter((e) => e.type === 'webkiln-error' && e.id === id).length >= 2", arg="w")
+    messages = [e["detail"]["message"] for e in events(page, "webkiln-error", "w")]
+    assert any("steps" in m and "max_steps" in m for m in messages), messages
+    assert any("size" in m and f"{IMAGE_SIZE}x{IMAGE_SIZE}" in m for m in messages), messages
+    assert page.evaluate("() => [document.getElementById('w').steps, document.getElementById('w').size]") == [None, None]
+    assert_host_alive(page, watch)
+
 
 def test_models_url_without_cors(context, origin_a, host, widget_site):
     # A third origin that sends no CORS headers; the host allowed it in connect-src, so only CORS refuses it.
