@@ -607,6 +607,16 @@ def test_errors_show_in_the_widget_and_fire_events(context, origin_a, host, widg
     assert page.evaluate("() => [document.getElementById('w').steps, document.getElementById('w').size]") == [None, None]
     assert_host_alive(page, watch)
 
+    # A host CSP without the widget's origin in worker-src: the Worker cannot start, and the message says why.
+    page, watch = open_host(context, host.page("/e-worker.html", snippet(origin_a.url, f'id="w" model="{CHAT_MODEL}"'),
+                                               csp.replace(f"worker-src {origin_a.url} blob:", "worker-src blob:")))
+    page.wait_for_function("() => document.getElementById('w').shadowRoot.querySelector('[part=download-size]')")
+    page.locator("#w button[part=load-button]").click()
+    detail, shown = error_of(page, "w")
+    assert detail["name"] == "EngineCrashedError" and f"worker-src {origin_a.url} blob:" in detail["message"], detail
+    assert detail["message"] in shown
+    assert_host_alive(page, watch)
+
 
 def test_models_url_without_cors(context, origin_a, host, widget_site):
     # A third origin that sends no CORS headers; the host allowed it in connect-src, so only CORS refuses it.

@@ -386,6 +386,13 @@ export abstract class WidgetElement extends HTMLElement {
   /** Shows a typed error in the widget and fires webkiln-error { name, message }. */
   protected report(error: unknown): ErrorDetail {
     const detail = detailOf(error);
+    if (detail.name === "EngineCrashedError" && !this.loadedRef) {
+      // The Worker never ran: on a host page, nearly always its CSP or missing CORS headers.
+      const origin = new URL(locations.workerUrl).origin;
+      detail.message +=
+        ` The engine's Worker (${locations.workerUrl}) could not start: the page's Content-Security-Policy must allow` +
+        ` worker-src ${origin} blob:, and that file must be served with Access-Control-Allow-Origin for this page (docs/WIDGET.md).`;
+    }
     this.showError(detail);
     this.emit("webkiln-error", detail);
     return detail;
