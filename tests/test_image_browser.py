@@ -54,7 +54,7 @@ PROMPT = "a photo of the red cat"
 # relative on the latents (guidance 7.5 amplifies the UNet's error), <= 4e-6 on the image.
 REL = 1e-4
 SCHEDULERS = {"euler": EulerDiscreteScheduler, "dpmpp_2m": DPMSolverMultistepScheduler,
-              "euler_ancestral": EulerAncestralDiscreteScheduler}
+              "euler_a": EulerAncestralDiscreteScheduler}
 JS = "window.webkilnImagePipelineTest"
 
 
@@ -211,8 +211,8 @@ def _diffusers_run(tiny, kind: str, steps: int, guidance: float, seed: int, outp
     return out.images, timesteps
 
 
-@pytest.mark.parametrize("kind,guidance", [("euler", 7.5), ("dpmpp_2m", 7.5), ("euler_ancestral", 7.5),
-                                           ("euler_ancestral", 1.0)])
+@pytest.mark.parametrize("kind,guidance", [("euler", 7.5), ("dpmpp_2m", 7.5), ("euler_a", 7.5),
+                                           ("euler_a", 1.0)])
 def test_generation_matches_diffusers(tiny, page, kind, guidance, monkeypatch):
     pipe, _ = tiny
     steps, seed = 2, 1234

@@ -103,9 +103,7 @@ interface GenerateArgs {
   steps: number;
   guidanceScale: number;
   seed: string; // decimal (BigInt on this side)
-  // tests/test_image_browser.py names Euler ancestral "euler_ancestral" (its key for the
-  // diffusers class); the pipeline speaks the API's names.
-  scheduler?: SchedulerName | "euler_ancestral";
+  scheduler?: SchedulerName;
   abortAfterStep?: number; // abort from onStep after this (1-based) step
   previewDecode?: boolean; // decode the latents in onStep (a preview image)
 }
@@ -119,7 +117,7 @@ async function generate(args: GenerateArgs) {
     steps: args.steps,
     guidanceScale: args.guidanceScale,
     seed: BigInt(args.seed),
-    scheduler: args.scheduler === "euler_ancestral" ? "euler_a" : args.scheduler,
+    scheduler: args.scheduler,
     signal: controller.signal,
     onStep: async (step, total, preview) => {
       const entry: (typeof seen)[number] = { step, total, first: preview[0] as number };
