@@ -49,16 +49,22 @@ def chat_site(tmp_path_factory, smollm2_gguf, test_site):  # noqa: F811
     return root, model_dir
 
 
-@pytest.fixture(scope="module")
-def chat_page(browser, chat_site):
+# Each backend keeps its own exact-token test: WGSL kernels on WebGPU (SwiftShader here),
+# and the WebAssembly SIMD library on the CPU.
+BACKENDS = {"webgpu": "webgpu-f32", "wasm-cpu": "wasm-cpu"}
+
+
+@pytest.fixture(scope="module", params=list(BACKENDS))
+def chat_page(request, browser, chat_site):
     root, model_dir = chat_site
     with LiveServer(root) as server:
         context = browser.new_context()
         page = context.new_page()
         page.goto(f"{server.url}/chat.html")
         page.wait_for_function("window.webkilnChat !== undefined")
-        info = page.evaluate("(u) => window.webkilnChat.load(u)", f"models/{model_dir.name}/manifest.json")
-        assert info["backend"] == "webgpu-f32"
+        info = page.evaluate("([u, b]) => window.webkilnChat.load(u, b)",
+                             [f"models/{model_dir.name}/manifest.json", request.param])
+        assert info["backend"] == BACKENDS[request.param]
         yield page
         context.close()
 
@@ -153,8 +159,8 @@ def test_q0f16_runs_on_the_f32_library(browser, test_site, tiny_llama, tmp_path)
     shutil.copytree(test_site, root)
     model_dir = build_chat_model(source, root / "models", "q0f16", link_mode=LinkMode.FAST, log=lambda _: None)
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    assert {k: v["required_features"] for k, v in manifest["backends"].items()} == {
-        "webgpu-f32": [], "webgpu-f16": ["shader-f16"]}
+    assert {k: (v["device"], v["required_features"]) for k, v in manifest["backends"].items()} == {
+        "webgpu-f32": ("webgpu", []), "webgpu-f16": ("webgpu", ["shader-f16"]), "wasm-cpu": ("cpu", [])}
 
     plan = plan_weights(source, get_scheme("q0f16"))
     params = dict(convert_params(source, plan, "float32", export_params(source, plan)))
@@ -166,9 +172,13 @@ def test_q0f16_runs_on_the_f32_library(browser, test_site, tiny_llama, tmp_path)
         page = context.new_page()
         page.goto(f"{server.url}/chat.html")
         page.wait_for_function("window.webkilnChat !== undefined")
-        info = page.evaluate("(u) => window.webkilnChat.load(u, 'webgpu-f32')", f"models/{model_dir.name}/manifest.json")
-        assert info["backend"] == "webgpu-f32"
-        got = page.evaluate("(ids) => window.webkilnChat.generate(ids, {maxTokens: %d, temperature: 0, stopTokenIds: []})"
-                            % GREEDY_TOKENS, PROMPT)
+        got = {}
+        for backend in ("webgpu-f32", "wasm-cpu"):  # the f32 libraries, WebGPU and CPU
+            info = page.evaluate("([u, b]) => window.webkilnChat.load(u, b)",
+                                 [f"models/{model_dir.name}/manifest.json", backend])
+            assert info["backend"] == backend
+            got[backend] = page.evaluate(
+                "(ids) => window.webkilnChat.generate(ids, {maxTokens: %d, temperature: 0, stopTokenIds: []})"
+                % GREEDY_TOKENS, PROMPT)["tokens"]
         context.close()
-    assert got["tokens"] == expected
+    assert got == {"webgpu-f32": expected, "wasm-cpu": expected}

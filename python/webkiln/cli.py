@@ -187,6 +187,8 @@ def build_web_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_SITE / "models"), help="models folder (default: site/models)")
     parser.add_argument("--context-window", type=int, default=DEFAULT_CONTEXT,
                         help=f"chat: KV cache length in tokens (default {DEFAULT_CONTEXT})")
+    parser.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=True,
+                        help="chat: also build the wasm-cpu library (WebAssembly SIMD, runs without WebGPU; default on)")
     parser.add_argument("--prefill-chunk", type=int, default=DEFAULT_PREFILL_CHUNK, help="chat: largest prefill step")
     parser.add_argument("--size", type=_image_size,
                         help="image: output size in pixels, N or WxH (default: the UNet's sample_size x the VAE "
@@ -239,6 +241,7 @@ def _build(args: argparse.Namespace) -> int:
     build_chat_model(
         source, args.out, args.quantization or "q4f32", model_id=args.model_id,
         context_window=args.context_window, prefill_chunk=args.prefill_chunk, link_mode=link_mode,
+        cpu=args.cpu,
     )
     return 0
 

@@ -26,7 +26,7 @@ export function currentModel(): ChatModel | undefined {
 async function load(manifestUrl: string, backend?: string) {
   const started = performance.now();
   const m = await loadModel(manifestUrl, { backend });
-  return { id: m.manifest.id, backend: m.backend, millis: performance.now() - started };
+  return { id: m.manifest.id, backend: m.backend, backendReason: m.backendReason, millis: performance.now() - started };
 }
 
 function model(): ChatModel {

@@ -48,18 +48,15 @@ def build_chat_model(
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
     link_mode: LinkMode = LinkMode.RELEASE,
     log: Callable[[str], None] = print,
+    cpu: bool = True,
 ) -> Path:
+    """`cpu`: also build the wasm-cpu library (WebAssembly SIMD: runs without WebGPU)."""
     scheme = get_scheme(quantization)
     cfg = source.config
     model_id = check_model_id(model_id or default_model_id(source, scheme.name))
     context_window = min(context_window, cfg.context_length)
     out_root = Path(out_root)
-    # Weights are stored the same way whatever the activation dtype (f32 scales; q0f16's
-    # f16 values packed in uint32), so one set of shards serves an f32 library (any
-    # device) and an f16 one (shader-f16).
-    backends = [("webgpu-f32", "float32")]
-    if scheme.activation_dtype == "float16":
-        backends.append(("webgpu-f16", "float16"))
+    backends = chat_backends(scheme.activation_dtype, cpu)
     progress = Progress(4 + len(backends), log)
 
     progress.stage(f"planning weights for {scheme.name}")
@@ -68,24 +65,25 @@ def build_chat_model(
 
     with staging_folder(out_root, model_id) as staging:
         params_spec: list[tuple[str, tuple, str]] = []
-        for name, dtype in backends:
-            progress.stage(f"compiling {name} library")
-            spec = get_target("webgpu")
+        for backend in backends:
+            progress.stage(f"compiling {backend.name} library")
+            spec = get_target(backend.target)
             # "params" in the key: entries carry the parameter list (older ones did not).
             parts = {"target": spec.name, "config": dataclasses.asdict(cfg), "plan": plan.formats,
-                     "dtype": dtype, "prefill_chunk": prefill_chunk, "link": link_mode.value,
+                     "dtype": backend.dtype, "prefill_chunk": prefill_chunk, "link": link_mode.value,
                      "info": "params"}
 
-            def build(path: Path, dtype=dtype, spec=spec) -> list:
+            def build(path: Path, dtype=backend.dtype, spec=spec) -> list:
                 # Exported only on a cache miss: exporting SmolLM2 takes ~6 s, most of a
                 # weights-only rebuild. (Called through the module so a test can check that.)
                 mod, params = llm.export(cfg, plan, dtype, spec.tvm_target(), prefill_chunk)
                 build_module(mod, spec.name, path, link_mode)
                 return params
 
-            params = [(n, tuple(shape), dt) for n, shape, dt in stage_library(parts, build, staging, name, progress)]
+            params = [(n, tuple(shape), dt) for n, shape, dt in
+                      stage_library(parts, build, staging, backend.name, progress)]
             if params_spec and params != params_spec:  # one set of shards serves every backend
-                raise RuntimeError(f"the {name} library takes other parameters than {backends[0][0]}")
+                raise RuntimeError(f"the {backend.name} library takes other parameters than {backends[0].name}")
             params_spec = params  # (JSON gave the shapes as lists)
 
         progress.stage("converting weights and writing shards")
@@ -98,6 +96,7 @@ def build_chat_model(
         largest = _largest_binding(cfg, records, context_window, prefill_chunk, scheme.activation_dtype)
         kv_bytes = _kv_cache_bytes(cfg, context_window, scheme.activation_dtype)
         activation_bytes = _activation_bytes(cfg, prefill_chunk, scheme.activation_dtype)
+        library_bytes = {b.name: (staging / f"{b.name}.wasm").stat().st_size for b in backends}
         generation = {**GENERATION_DEFAULTS, **source.generation_defaults}
         manifest = ChatManifest(
             format=MANIFEST_FORMAT,
@@ -118,9 +117,9 @@ def build_chat_model(
             stop_token_ids=source.eos_token_ids,
             generation=ChatGenerationDefaults(
                 generation.pop("temperature"), generation.pop("top_p"), generation.pop("max_tokens"), generation),
-            backends={name: BackendEntry(f"{name}.wasm", ["shader-f16"] if dtype == "float16" else [],
-                                         {"maxStorageBufferBindingSize": largest, "maxBufferSize": largest})
-                      for name, dtype in backends},
+            backends={b.name: _backend_entry(b, cfg, weight_bytes, largest, context_window, prefill_chunk,
+                                             library_bytes[b.name])
+                      for b in backends},
             memory=ChatMemory(weight_bytes, kv_bytes, activation_bytes, weight_bytes + kv_bytes + activation_bytes),
             tensors=ChatTensors([s["path"] for s in shards], [TensorRecord.from_json(r) for r in records]),
             files=folder_files(staging),
@@ -131,6 +130,43 @@ def build_chat_model(
         final = publish(staging, out_root, model_id)
     progress.finished(model_id, final)
     return final
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatBackend:
+    name: str  # the manifest's key and the library's file stem
+    target: str  # compile/targets.py
+    dtype: str  # activation dtype of the library
+
+
+def chat_backends(activation_dtype: str, cpu: bool) -> list[ChatBackend]:
+    """The libraries a chat build compiles. Weights are stored the same way whatever the
+    activation dtype (f32 scales; q0f16's f16 values packed in uint32), so one set of shards
+    serves an f32 library (any WebGPU device), an f16 one (shader-f16) and the CPU one (f32:
+    WebAssembly SIMD has no f16 arithmetic)."""
+    backends = [ChatBackend("webgpu-f32", "webgpu", "float32")]
+    if activation_dtype == "float16":
+        backends.append(ChatBackend("webgpu-f16", "webgpu", "float16"))
+    if cpu:
+        backends.append(ChatBackend("wasm-cpu", "wasm-cpu", "float32"))
+    return backends
+
+
+# The wasm heap holds more than the model: the runtime's own allocations, the VM's workspace
+# pool and the tokenizer. An allowance for those (the manifest's estimate feeds the check
+# against wasm32's 4 GiB before download, so erring high refuses early rather than late).
+CPU_HEAP_OVERHEAD = 64 * 2**20
+
+
+def _backend_entry(b: ChatBackend, cfg: LlmConfig, weight_bytes: int, largest: int, context: int, chunk: int,
+                   library_bytes: int) -> BackendEntry:
+    memory = weight_bytes + _kv_cache_bytes(cfg, context, b.dtype) + _activation_bytes(cfg, chunk, b.dtype)
+    if b.target == "wasm-cpu":
+        # The whole model lives in one wasm32 memory: the library's own data and the
+        # runtime's allocations count too.
+        return BackendEntry(f"{b.name}.wasm", "cpu", [], {}, memory + library_bytes + CPU_HEAP_OVERHEAD)
+    return BackendEntry(f"{b.name}.wasm", "webgpu", ["shader-f16"] if b.dtype == "float16" else [],
+                        {"maxStorageBufferBindingSize": largest, "maxBufferSize": largest}, memory)
 
 
 def _dtype_bytes(dtype: str) -> int:

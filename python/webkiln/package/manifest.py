@@ -19,7 +19,8 @@ from ..model_source import LlmConfig
 from .schema import ManifestError, Schema, extra, optional, renamed
 
 # Version of the layout below: the browser refuses a manifest or index of another one.
-MANIFEST_FORMAT = 1
+# 2: backends name their device ("webgpu" or "cpu") and their own memory need.
+MANIFEST_FORMAT = 2
 
 SchedulerName = Literal["euler", "euler_a", "dpmpp_2m"]
 # diffusers scheduler classes the browser implements, by the API's name for each (the one
@@ -33,6 +34,9 @@ SCHEDULER_CLASSES: dict[str, SchedulerName] = {
 
 ImageComponentName = Literal["text_encoder", "unet", "vae"]
 FloatDType = Literal["float32", "float16"]
+# Where a backend's library runs: WebGPU (WGSL kernels, wasm32 host code) or the CPU
+# (WebAssembly with SIMD, no WebGPU needed).
+BackendDevice = Literal["webgpu", "cpu"]
 
 
 # --- parts shared by chat and image models ---------------------------------------------------
@@ -77,9 +81,14 @@ class SourceInfo(Schema):
 @dataclass
 class BackendEntry(Schema):
     wasm: str
-    required_features: list[str]
+    device: BackendDevice
+    required_features: list[str]  # WebGPU features (none on the CPU)
     # maxStorageBufferBindingSize / maxBufferSize: the largest single buffer a kernel binds
+    # (none on the CPU)
     required_limits: dict[str, int]
+    # What this backend holds at the context window: weights + KV cache + activations (on
+    # the GPU, or in the wasm heap, which wasm32 caps at 4 GiB, for the CPU)
+    memory_bytes: int
 
 
 @dataclass
@@ -244,6 +253,7 @@ class ImageMemory(Schema):
 @dataclass
 class ImageBackendEntry(Schema):
     wasm: str
+    device: BackendDevice
     activation_dtype: FloatDType
     required_features: list[str]
     required_limits: dict[str, int]
@@ -315,6 +325,7 @@ def parse_manifest(data: Any, where: str = "manifest.json") -> Manifest:
 
 @dataclass
 class IndexBackend(Schema):
+    device: BackendDevice
     required_features: list[str]
 
 
@@ -341,7 +352,7 @@ class ModelIndexEntry(Schema):
             quantization=manifest.quantization, manifest=manifest_path,
             download_bytes=sum(f.size for f in manifest.files), memory_bytes=manifest.memory.total_bytes,
             context_window=manifest.context_window if isinstance(manifest, ChatManifest) else None,
-            backends={k: IndexBackend(v.required_features) for k, v in manifest.backends.items()},
+            backends={k: IndexBackend(v.device, v.required_features) for k, v in manifest.backends.items()},
         )
 
 

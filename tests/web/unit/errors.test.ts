@@ -11,7 +11,7 @@ import { deserializeError, serializeError } from "../../../web/src/engine/protoc
 /** One instance of each error class, with the fields it must keep. */
 const SAMPLES: Record<string, { error: WebkilnError; fields: Record<string, unknown> }> = {
   WebkilnError: { error: new errors.WebkilnError("base"), fields: {} },
-  WebGPUUnavailableError: { error: new errors.WebGPUUnavailableError("no adapter"), fields: {} },
+  WebGPUUnavailableError: { error: new errors.WebGPUUnavailableError("no adapter"), fields: { detail: "no adapter" } },
   ModuleLoadError: { error: new errors.ModuleLoadError("bad wasm"), fields: {} },
   IntegrityError: { error: new errors.IntegrityError("sha256 mismatch"), fields: {} },
   NetworkError: { error: new errors.NetworkError("HTTP 404", "https://x/a.bin", 404), fields: { url: "https://x/a.bin", status: 404 } },

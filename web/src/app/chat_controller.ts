@@ -135,7 +135,8 @@ export class ChatController {
     if (!this.engine) return;
     const engine = this.engine;
     if (device.unavailable) {
-      this.errors.show({ name: "WebGPUUnavailableError", message: `WebGPU is not available in this browser (${device.unavailable}).` });
+      // Not an error: models with a CPU backend still run (the picker says which do).
+      this.setStatus(`WebGPU is not available in this browser (${device.unavailable}): models run on the CPU (wasm-cpu).`);
     }
     engine.onEvent((event) => {
       if (event.type === "device-lost" && this.active) {

@@ -8,7 +8,7 @@ export class WebkilnError extends Error {
 }
 
 export class WebGPUUnavailableError extends WebkilnError {
-  constructor(detail: string) {
+  constructor(readonly detail: string) {
     super(
       `WebGPU is not available in this browser (${detail}). ` +
         "Use a browser with WebGPU enabled (Chrome/Edge 113+), or choose the CPU (wasm-cpu) backend.",

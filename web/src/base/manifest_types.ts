@@ -4,7 +4,7 @@
 // tests/test_manifest_schema.py fails when it is stale.
 
 /** The format version of manifest.json and models/index.json that this code reads. */
-export const MANIFEST_FORMAT = 1;
+export const MANIFEST_FORMAT = 2;
 
 /** diffusers scheduler classes the browser implements, and the API's name for each. */
 export const SCHEDULER_CLASSES = {
@@ -94,8 +94,11 @@ export interface ChatGenerationDefaults {
 
 export interface BackendEntry {
   wasm: string;
+  device: "webgpu" | "cpu";
+  /** WebGPU features (none on the CPU) */
   required_features: string[];
   required_limits: Record<string, number>;
+  memory_bytes: number;
 }
 
 export interface ChatMemory {
@@ -292,6 +295,7 @@ export interface ImageGenerationDefaults {
 
 export interface ImageBackendEntry {
   wasm: string;
+  device: "webgpu" | "cpu";
   activation_dtype: FloatDType;
   required_features: string[];
   required_limits: Record<string, number>;
@@ -354,5 +358,6 @@ export interface ModelIndexEntry {
 }
 
 export interface IndexBackend {
+  device: "webgpu" | "cpu";
   required_features: string[];
 }

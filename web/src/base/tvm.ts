@@ -1,6 +1,7 @@
 // Loading webkiln-built .wasm modules with tvmjs, on WebGPU or on the CPU.
 
 import * as tvmjs from "@mlc-ai/web-runtime";
+import type { WebGPUTerms } from "./backend_choice";
 import { ModuleLoadError, WebGPUUnavailableError } from "./errors";
 
 export type Backend = "webgpu" | "wasm-cpu";
@@ -28,11 +29,21 @@ const REQUESTED_LIMITS = [
   "maxComputeWorkgroupsPerDimension",
 ] as const;
 
+/** Why WebGPU cannot be used here, or null when it may be (an adapter still has to be asked for). */
+function webgpuMissing(): string | null {
+  if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) return "navigator.gpu is missing";
+  return null;
+}
+
 export async function createWebGPUDevice(): Promise<GPUContext> {
-  if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
-    throw new WebGPUUnavailableError("navigator.gpu is missing");
+  const missing = webgpuMissing();
+  if (missing) throw new WebGPUUnavailableError(missing);
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch (error) {
+    throw new WebGPUUnavailableError(`requestAdapter failed: ${String(error)}`);
   }
-  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) {
     throw new WebGPUUnavailableError("no GPU adapter was returned");
   }
@@ -51,6 +62,30 @@ export async function createWebGPUDevice(): Promise<GPUContext> {
     features: [...device.features].sort(),
     adapterFeatures: [...adapter.features].sort(),
     limits: requiredLimits,
+  };
+}
+
+/** A WebGPU device, or null and why there is none (a browser without WebGPU, no adapter). */
+export type WebGPUProbe = { gpu: GPUContext; unavailable: null } | { gpu: null; unavailable: string };
+
+export async function probeWebGPU(): Promise<WebGPUProbe> {
+  try {
+    return { gpu: await createWebGPUDevice(), unavailable: null };
+  } catch (error) {
+    if (!(error instanceof WebGPUUnavailableError)) throw error;
+    return { gpu: null, unavailable: error.detail };
+  }
+}
+
+/** The terms backend_choice.ts decides on, of a device (null: none). */
+export function webgpuTerms(gpu: GPUContext | null): WebGPUTerms | null {
+  if (!gpu) return null;
+  const { vendor, architecture, description } = gpu.adapterInfo;
+  return {
+    features: gpu.features,
+    limits: gpu.limits,
+    isFallbackAdapter: gpu.isFallbackAdapter,
+    description: [vendor, architecture, description].filter(Boolean).join(" ") || "WebGPU adapter",
   };
 }
 

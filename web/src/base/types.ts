@@ -28,7 +28,8 @@ export interface ModelInfo {
   /** Estimated GPU memory at the default context. */
   memory_bytes?: number;
   context_window?: number | null;
-  backends: Record<string, { required_features: string[] }>;
+  /** Each backend's device ("webgpu" or "cpu") and the WebGPU features it needs. */
+  backends: Record<string, { device: "webgpu" | "cpu"; required_features: string[] }>;
   /** Image models: what a request that leaves a field out gets (from the manifest). */
   image?: ImageDefaults;
 }

@@ -4,18 +4,24 @@
 // Each task then builds its weights and entry points on top (llm/chat_model.ts,
 // image/image_model.ts).
 
+import { chooseBackend, type BackendRequest } from "../base/backend_choice";
 import { ModelLoadError } from "../base/errors";
 import { parseManifest, tokenizerFile, type ChatManifest, type ImageManifest, type Manifest } from "../base/manifest";
 import { Tokenizer } from "../base/tokenizer";
-import { createWebGPUDevice, loadModule, type GPUContext, type LoadedModule } from "../base/tvm";
+import { loadModule, probeWebGPU, webgpuTerms, type GPUContext, type LoadedModule, type WebGPUProbe } from "../base/tvm";
 import { fetchJsonCached, loadFiles, type LoadOptions } from "../storage";
-import { checkLimits, chooseBackend } from "./backend";
 
 export interface LoadCompiledOptions extends Pick<LoadOptions, "onProgress" | "onCorruptCacheEntry" | "cacheName" | "signal"> {
-  /** "webgpu-f32" or "webgpu-f16"; default: f16 when the build has it and the device supports it. */
-  backend?: string;
-  /** The WebGPU device to use (the engine creates it to watch for device loss); default: a new one. */
-  gpu?: GPUContext;
+  /**
+   * "auto" (default): WebGPU on a real GPU, else the CPU backend (base/backend_choice.ts);
+   * "webgpu" or "wasm-cpu"; or a backend's name ("webgpu-f16", ...).
+   */
+  backend?: BackendRequest;
+  /**
+   * The WebGPU device, or its absence and why (the engine probes it to watch for device
+   * loss); default: probed here. A CPU backend leaves the device unused.
+   */
+  webgpu?: WebGPUProbe;
 }
 
 const TASK_NOUN = { chat: "a chat model", image: "an image model" } as const;
@@ -35,6 +41,8 @@ export async function fetchManifest(manifestUrl: string, task: Manifest["task"],
 export interface CompiledModel<M extends Manifest> {
   manifest: M;
   backend: string;
+  /** Why that backend runs here (one line for the user). */
+  backendReason: string;
   entry: M["backends"][string];
   tokenizer: Tokenizer;
   mod: LoadedModule;
@@ -57,14 +65,21 @@ export async function loadCompiledModel<M extends Manifest>(
   spec: CompiledModelSpec<M>,
   options: LoadCompiledOptions,
 ): Promise<CompiledModel<M>> {
-  const gpu = options.gpu ?? (await createWebGPUDevice());
-  const [backend, entry] = chooseBackend<M["backends"][string]>(
+  const requested = options.backend ?? "auto";
+  // A CPU request needs no device; any other choice reads the device's terms.
+  const webgpu = options.webgpu ?? (requested === "wasm-cpu" ? { gpu: null, unavailable: "not needed" } : await probeWebGPU());
+  const choice = chooseBackend<M["backends"][string]>(
     manifest.id,
     manifest.backends as Record<string, M["backends"][string]>,
-    gpu,
-    options.backend,
+    webgpuTerms(webgpu.gpu),
+    webgpu.unavailable,
+    requested,
+    spec.smaller,
   );
-  checkLimits(manifest.id, backend, entry, gpu, spec.smaller);
+  const { name: backend, entry } = choice;
+  const gpu: GPUContext | undefined = entry.device === "webgpu" ? (webgpu.gpu ?? undefined) : undefined;
+  // A device probed here only to decide is not kept by a CPU backend.
+  if (!options.webgpu && webgpu.gpu && !gpu) webgpu.gpu.device.destroy();
   const shardPaths = spec.shardsOf(backend, entry);
   const tokenizerPath = tokenizerFile(manifest);
   const wanted = new Set([entry.wasm, tokenizerPath, ...shardPaths]);
@@ -78,7 +93,7 @@ export async function loadCompiledModel<M extends Manifest>(
   const tokenizer = await Tokenizer.fromJSON(get(tokenizerPath));
   let mod: LoadedModule;
   try {
-    mod = await loadModule(get(entry.wasm), "webgpu", gpu);
+    mod = await loadModule(get(entry.wasm), entry.device === "cpu" ? "wasm-cpu" : "webgpu", gpu);
   } catch (error) {
     tokenizer.dispose();
     throw error;
@@ -86,6 +101,7 @@ export async function loadCompiledModel<M extends Manifest>(
   return {
     manifest,
     backend,
+    backendReason: choice.reason,
     entry,
     tokenizer,
     mod,

@@ -2,6 +2,7 @@
 // (createInPageEngine()) or in a Web Worker (createEngine()). Request and
 // response shapes follow OpenAI's Chat Completions API so existing code ports over.
 
+import type { BackendRequest } from "../base/backend_choice";
 import type { SchedulerName } from "../base/manifest_types";
 import type { CachedModel, ModelInfo, StorageInfo } from "../base/types";
 import type { LoadProgress } from "../storage/loader";
@@ -96,15 +97,24 @@ export interface LoadedModel {
   id: string;
   /** What the model does: chat.completions ("chat") or images.generate ("image"). */
   task?: "chat" | "image";
+  /** The backend that runs it: "webgpu-f16", "webgpu-f32" or "wasm-cpu". */
   backend: string;
+  /** Where that backend runs: WebGPU or the CPU (WebAssembly SIMD). */
+  device: "webgpu" | "cpu";
+  /** Why that backend was chosen here, in one line ("the only WebGPU adapter ... is a CPU fallback ..."). */
+  backendReason: string;
   manifestUrl: string;
   contextWindow: number;
   millis: number;
 }
 
 export interface LoadModelOptions {
-  /** "webgpu-f32" or "webgpu-f16"; default: the best one this device supports. */
-  backend?: string;
+  /**
+   * "auto" (default): WebGPU on a real GPU, the CPU backend (wasm-cpu) where WebGPU is
+   * missing, is a CPU fallback adapter (SwiftShader) or the model does not fit the GPU;
+   * "webgpu" or "wasm-cpu" to insist; or a backend's name ("webgpu-f16", "webgpu-f32").
+   */
+  backend?: BackendRequest;
   onProgress?: (event: LoadProgressEvent) => void;
   signal?: AbortSignal;
 }

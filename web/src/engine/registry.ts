@@ -53,7 +53,7 @@ function infoFromManifest(manifest: Manifest, manifestUrl: string): ModelInfo {
     memory_bytes: manifest.memory.total_bytes,
     context_window: manifest.task === "chat" ? manifest.context_window : undefined,
     backends: Object.fromEntries(
-      Object.entries(manifest.backends).map(([k, v]) => [k, { required_features: v.required_features }]),
+      Object.entries(manifest.backends).map(([k, v]) => [k, { device: v.device, required_features: v.required_features }]),
     ),
     image: manifest.task === "image" ? imageDefaults(manifest) : undefined,
   };

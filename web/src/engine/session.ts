@@ -5,7 +5,7 @@
 
 import { DeviceLostError, ModelLoadError, ModelNotLoadedError, OutOfMemoryError } from "../base/errors";
 import { parseManifest } from "../base/manifest";
-import { createWebGPUDevice, type GPUContext } from "../base/tvm";
+import { probeWebGPU, type GPUContext, type WebGPUProbe } from "../base/tvm";
 import { ImageModel } from "../image/image_model";
 import { ChatModel } from "../llm/chat_model";
 import { ChatTemplate } from "../llm/chat_template";
@@ -13,8 +13,9 @@ import { fetchJsonCached, type LoadProgress } from "../storage";
 import type { EngineEvent, LoadedModel, LoadModelOptions } from "./api";
 import { ProgressTracker } from "./progress";
 
-export type LoadedChat = { task: "chat"; model: ChatModel; template: ChatTemplate; gpu: GPUContext; info: LoadedModel };
-export type LoadedImage = { task: "image"; model: ImageModel; gpu: GPUContext; info: LoadedModel };
+// `gpu`: the WebGPU device the model runs on; null on the CPU backend.
+export type LoadedChat = { task: "chat"; model: ChatModel; template: ChatTemplate; gpu: GPUContext | null; info: LoadedModel };
+export type LoadedImage = { task: "image"; model: ImageModel; gpu: GPUContext | null; info: LoadedModel };
 type Loaded = LoadedChat | LoadedImage;
 
 export class ModelSession {
@@ -38,15 +39,18 @@ export class ModelSession {
     this.release();
     this.lostMessage = null;
     const started = performance.now();
-    const gpu = await createWebGPUDevice();
+    const backend = options.backend ?? "auto";
+    // Probed before the choice (which reads the adapter) and kept to watch for device loss.
+    const webgpu: WebGPUProbe = backend === "wasm-cpu" ? { gpu: null, unavailable: "not needed" } : await probeWebGPU();
+    const probed = webgpu.gpu;
     const tracker = new ProgressTracker(model, options.onProgress);
     const loadOptions = {
-      backend: options.backend,
-      gpu,
+      backend,
+      webgpu,
       signal: options.signal,
       onProgress: (p: LoadProgress) => {
         tracker.files(p);
-        if (p.filesDone === p.totalFiles) tracker.stage("initialize", tracker.last, `Preparing ${model} on the GPU…`);
+        if (p.filesDone === p.totalFiles) tracker.stage("initialize", tracker.last, `Preparing ${model}…`);
       },
       onCorruptCacheEntry: (entry: { path: string; expectedSha256: string; actualSha256: string }) =>
         this.emit({
@@ -58,29 +62,42 @@ export class ModelSession {
         }),
     };
     let loaded: Loaded | undefined;
-    gpu.device.pushErrorScope("out-of-memory");
+    probed?.device.pushErrorScope("out-of-memory");
     try {
       // The manifest says what kind of model it is (the loaders read it again from memory/cache).
       const manifest = parseManifest((await fetchJsonCached(manifestUrl, { signal: options.signal })).data, manifestUrl);
       if (manifest.task === "image") {
         const image = await ImageModel.load(manifestUrl, loadOptions);
+        const device = image.manifest.backends[image.backend]!.device;
         loaded = {
           task: "image",
           model: image,
-          gpu,
-          info: { id: image.manifest.id, task: "image", backend: image.backend, manifestUrl, contextWindow: 0, millis: 0 },
+          gpu: device === "webgpu" ? probed : null,
+          info: {
+            id: image.manifest.id,
+            task: "image",
+            backend: image.backend,
+            device,
+            backendReason: image.backendReason,
+            manifestUrl,
+            contextWindow: 0,
+            millis: 0,
+          },
         };
       } else {
         const chat = await ChatModel.load(manifestUrl, loadOptions);
+        const device = chat.manifest.backends[chat.backend]!.device;
         loaded = {
           task: "chat",
           model: chat,
           template: new ChatTemplate(chat.manifest, chat.tokenizer),
-          gpu,
+          gpu: device === "webgpu" ? probed : null,
           info: {
             id: chat.manifest.id,
             task: "chat",
             backend: chat.backend,
+            device,
+            backendReason: chat.backendReason,
             manifestUrl,
             contextWindow: chat.manifest.context_window,
             millis: 0,
@@ -88,13 +105,13 @@ export class ModelSession {
         };
       }
     } catch (error) {
-      gpu.device.destroy();
+      probed?.device.destroy();
       throw error;
     } finally {
-      const oom = await gpu.device.popErrorScope().catch(() => null);
-      if (oom) {
+      const oom = probed ? await probed.device.popErrorScope().catch(() => null) : null;
+      if (oom && probed) {
         loaded?.model.dispose();
-        gpu.device.destroy();
+        probed.device.destroy();
         throw new OutOfMemoryError(
           `The GPU ran out of memory loading ${model} (${oom.message}). Close other GPU-heavy tabs, or choose a smaller model or quantization.`,
         );
@@ -104,7 +121,10 @@ export class ModelSession {
     loaded.info.millis = performance.now() - started;
     const current = loaded;
     this.loaded = current;
-    void gpu.device.lost.then((lost) => this.onDeviceLost(current, lost));
+    // A device probed only to decide (the CPU backend runs) is not kept.
+    if (probed && !current.gpu) probed.device.destroy();
+    const gpu = current.gpu;
+    if (gpu) void gpu.device.lost.then((lost) => this.onDeviceLost(current, lost));
     tracker.stage("ready", tracker.last, `${current.info.id} is ready (${current.info.backend})`);
     return current.info;
   }
@@ -129,7 +149,7 @@ export class ModelSession {
     this.releasing = true;
     try {
       loaded.model.dispose();
-      loaded.gpu.device.destroy();
+      loaded.gpu?.device.destroy();
     } finally {
       this.releasing = false;
     }
@@ -145,7 +165,7 @@ export class ModelSession {
 
   /** Test hook: destroys the GPU device as a driver reset would. */
   simulateDeviceLoss(): void {
-    this.loaded?.gpu.device.destroy();
+    this.loaded?.gpu?.device.destroy();
   }
 
   /**

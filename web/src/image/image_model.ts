@@ -61,6 +61,8 @@ export class ImageModel {
   private constructor(
     readonly manifest: ImageManifest,
     readonly backend: string,
+    /** Why that backend runs here (base/backend_choice.ts). */
+    readonly backendReason: string,
     readonly tokenizer: Tokenizer,
     readonly pipeline: ImagePipeline,
   ) {}
@@ -125,7 +127,7 @@ export class ImageModel {
           _class_name: manifest.scheduler.class ?? manifest.scheduler._class_name,
         } as SchedulerConfig,
       });
-      return new ImageModel(manifest, backend, tokenizer, pipeline);
+      return new ImageModel(manifest, backend, compiled.backendReason, tokenizer, pipeline);
     } catch (error) {
       for (const p of params) p.dispose();
       compiled.dispose();

@@ -68,6 +68,8 @@ export class ChatModel {
   private constructor(
     readonly manifest: ChatManifest,
     readonly backend: string,
+    /** Why that backend runs here (base/backend_choice.ts). */
+    readonly backendReason: string,
     readonly tokenizer: Tokenizer,
     private readonly mod: LoadedModule,
     params: tvmjs.TVMArray,
@@ -109,7 +111,7 @@ export class ChatModel {
     try {
       const params = uploadWeights(compiled.mod, manifest.tensors.records, compiled.shards);
       await compiled.mod.device.sync();
-      return new ChatModel(manifest, compiled.backend, compiled.tokenizer, compiled.mod, params);
+      return new ChatModel(manifest, compiled.backend, compiled.backendReason, compiled.tokenizer, compiled.mod, params);
     } catch (error) {
       compiled.dispose();
       throw error;

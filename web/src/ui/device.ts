@@ -1,15 +1,15 @@
 // What this device offers (WebGPU adapter features and limits, approximate RAM) and
 // whether a model fits it.
 
+import { chooseBackend, type BackendRequest, type WebGPUTerms } from "../base/backend_choice";
 import type { ModelInfo } from "../base/types";
 import { formatBytes } from "./format";
 
 export interface DeviceInfo {
   /** Null when WebGPU works; else why not. */
   unavailable: string | null;
-  features: Set<string>;
-  maxBufferSize: number | null;
-  maxStorageBufferBindingSize: number | null;
+  /** The adapter's features, limits and whether it is a CPU fallback; null without WebGPU. */
+  webgpu: WebGPUTerms | null;
   /** navigator.deviceMemory (Chromium only; rounded, capped at 8 GB). */
   memoryBytes: number | null;
   description: string;
@@ -18,29 +18,27 @@ export interface DeviceInfo {
 export async function probeDevice(): Promise<DeviceInfo> {
   const memoryGb = (navigator as Navigator & { deviceMemory?: number }).deviceMemory;
   const memoryBytes = typeof memoryGb === "number" ? memoryGb * 2 ** 30 : null;
-  const none = (why: string): DeviceInfo => ({
-    unavailable: why,
-    features: new Set(),
-    maxBufferSize: null,
-    maxStorageBufferBindingSize: null,
-    memoryBytes,
-    description: "no WebGPU",
-  });
+  const none = (why: string): DeviceInfo => ({ unavailable: why, webgpu: null, memoryBytes, description: "no WebGPU" });
   if (!("gpu" in navigator) || !navigator.gpu) return none("navigator.gpu is missing");
   let adapter: GPUAdapter | null;
   try {
-    adapter = await navigator.gpu.requestAdapter();
+    adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   } catch (error) {
     return none(`requestAdapter failed: ${String(error)}`);
   }
   if (!adapter) return none("no WebGPU adapter");
-  const info = adapter.info as GPUAdapterInfo | undefined;
+  const info = adapter.info as (GPUAdapterInfo & { isFallbackAdapter?: boolean }) | undefined;
   const name = [info?.vendor, info?.architecture, info?.description].filter(Boolean).join(" ") || "WebGPU adapter";
+  const limits: Record<string, number> = {};
+  for (const key of ["maxBufferSize", "maxStorageBufferBindingSize"] as const) limits[key] = adapter.limits[key];
   return {
     unavailable: null,
-    features: new Set(Array.from(adapter.features as unknown as Iterable<string>)),
-    maxBufferSize: adapter.limits.maxBufferSize,
-    maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+    webgpu: {
+      features: Array.from(adapter.features as unknown as Iterable<string>),
+      limits,
+      isFallbackAdapter: info?.isFallbackAdapter ?? false,
+      description: name,
+    },
     memoryBytes,
     description: name,
   };
@@ -50,36 +48,48 @@ export type FitLevel = "fits" | "maybe" | "no";
 
 export interface Fit {
   level: FitLevel;
-  /** The backends whose required features this device has. */
-  backends: string[];
-  /** One line for the picker. */
+  /** The backend a load with `backend` would run (base/backend_choice.ts); null when none can. */
+  backend: string | null;
+  device: "webgpu" | "cpu" | null;
+  /** One line for the picker: what runs and why, or what is missing. */
   text: string;
 }
 
 export function requiredFeatures(model: ModelInfo): string {
-  const sets = Object.entries(model.backends).map(([name, b]) => `${name}: ${b.required_features.join(", ") || "none"}`);
+  const sets = Object.entries(model.backends).map(([name, b]) =>
+    `${name}: ${b.device === "cpu" ? "CPU (WebAssembly SIMD)" : b.required_features.join(", ") || "WebGPU"}`);
   return sets.join("; ");
 }
 
-export function fitOf(model: ModelInfo, device: DeviceInfo): Fit {
-  if (device.unavailable) return { level: "no", backends: [], text: `needs WebGPU (${device.unavailable})` };
-  const backends = Object.entries(model.backends)
-    .filter(([, b]) => b.required_features.every((f) => device.features.has(f)))
-    .map(([name]) => name);
-  if (backends.length === 0) {
-    const missing = new Set(
-      Object.values(model.backends).flatMap((b) => b.required_features.filter((f) => !device.features.has(f))),
-    );
-    const f16 = missing.has("shader-f16") ? " — use an f32 build of this model (e.g. q4f32)" : "";
-    return { level: "no", backends, text: `this device lacks ${[...missing].join(", ")}${f16}` };
+/** Whether `model` runs here with `backend` ("auto" by default), by the engine's own decision. */
+export function fitOf(model: ModelInfo, device: DeviceInfo, backend: BackendRequest = "auto"): Fit {
+  // The index lists no limits or per-backend memory: the engine checks those again at load.
+  const backends = Object.fromEntries(
+    Object.entries(model.backends).map(([name, b]) => [name, { device: b.device, required_features: b.required_features }]),
+  );
+  let choice;
+  try {
+    choice = chooseBackend(model.id, backends, device.webgpu, device.unavailable, backend);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    const f16 = /shader-f16/.test(message) ? " (use an f32 build of this model, e.g. q4f32)" : "";
+    return { level: "no", backend: null, device: null, text: `${message}${f16}` };
   }
+  const where = choice.entry.device === "cpu" ? "CPU memory" : "GPU memory";
+  const runs = `runs on ${choice.name}: ${choice.reason}`;
   const need = model.memory_bytes;
   if (need && device.memoryBytes && need > device.memoryBytes * 0.5) {
     return {
       level: "maybe",
-      backends,
-      text: `needs ~${formatBytes(need)} of GPU memory; this device reports ${formatBytes(device.memoryBytes)} RAM`,
+      backend: choice.name,
+      device: choice.entry.device,
+      text: `${runs}; needs ~${formatBytes(need)} of ${where}, this device reports ${formatBytes(device.memoryBytes)} RAM`,
     };
   }
-  return { level: "fits", backends, text: need ? `fits this device (~${formatBytes(need)} GPU memory)` : "fits this device" };
+  return {
+    level: "fits",
+    backend: choice.name,
+    device: choice.entry.device,
+    text: need ? `${runs} (~${formatBytes(need)} ${where})` : runs,
+  };
 }

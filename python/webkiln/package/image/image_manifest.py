@@ -44,6 +44,7 @@ def _backend(plan: BackendPlan) -> ImageBackendEntry:
     activations = max(b.peak_bytes for b in plan.buffers.values())
     return ImageBackendEntry(
         wasm=f"{plan.name}.wasm",
+        device="webgpu",
         activation_dtype="float16" if plan.dtype == "float16" else "float32",
         required_features=["shader-f16"] if plan.dtype == "float16" else [],
         required_limits={"maxStorageBufferBindingSize": plan.largest_binding, "maxBufferSize": plan.largest_binding},
