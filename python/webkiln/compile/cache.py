@@ -23,6 +23,8 @@ from ..toolchain.paths import cache_dir
 _PACKAGE = Path(__file__).resolve().parents[1]
 # Sources whose content shapes the compiled library.
 _CODE = ("models/llm.py", "quant/formats.py", "compile/build.py", "compile/schedules.py", "compile/targets.py",
+         "compile/cpu_matmul.py",  # the wasm-cpu kernels' TIR calls, flags and sources:
+         *sorted(p.relative_to(_PACKAGE).as_posix() for p in (_PACKAGE / "compile" / "cpu_kernels").glob("*.[ch]")),
          "toolchain/link.py", "package/image/surgery.py",  # merges the components, splits tables
          *sorted(p.relative_to(_PACKAGE).as_posix() for p in (_PACKAGE / "models" / "diffusion").glob("*.py")))
 

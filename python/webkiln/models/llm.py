@@ -21,6 +21,7 @@ Entry points (all take the packed parameter tuple last):
 
 from __future__ import annotations
 
+from ..compile import cpu_matmul
 from ..compile.schedules import TOKEN_TILE_ATTR
 from ..model_source import LlmConfig
 from ..quant.formats import WeightFormat
@@ -118,8 +119,10 @@ def _replace_merge_kernel(num_heads: int, head_dim: int, dtype: str) -> None:
         bb.update_func(gv, merge_state_kernel(num_heads, head_dim, dtype).with_attr("global_symbol", name))
 
 
-def build_model_class():
-    """Defines the nn.Module classes."""
+def build_model_class(cpu_kernels: bool = False):
+    """Defines the nn.Module classes. With `cpu_kernels` (the wasm-cpu target), quantized
+    matmuls call the hand-written WebAssembly SIMD kernels (compile/cpu_matmul.py) instead
+    of the fused tensor expression, which TVM's CPU pipeline leaves unscheduled."""
     # Lazy: TVM takes seconds to import, and this module is imported by package/ (so by
     # `build_web --help`) and by the weight-only paths that never build a graph.
     from tvm import relax as rx
@@ -144,6 +147,11 @@ def build_model_class():
         def matmul(self, x, name: str):
             if not self.fmt.packed:
                 return nn.matmul(x, nn.permute_dims(self.weight, [1, 0]))
+            if cpu_kernels and cpu_matmul.has_kernel(self.fmt) and x.dtype == "float32" and len(x.shape) == 3:
+                func = cpu_matmul.matmul_func(self.fmt, self.out_f, self.in_f)
+                arrays = [getattr(self, n) for n in cpu_matmul.KERNELS[self.fmt.name][1]]
+                out = nn.Tensor.placeholder([*x.shape[:-1], self.out_f], "float32")
+                return nn.tensor_ir_op(func, f"{name}_cpu", [x, *arrays], out)
             names = self._names
 
             def compute(xx, *ps):
@@ -328,7 +336,7 @@ def build_model_class():
 
 def export(cfg: LlmConfig, plan: WeightPlan, dtype: str, target, prefill_chunk: int):
     """-> (IRModule, [(param name, shape, dtype)] in the packed order)."""
-    CausalLM = build_model_class()
+    CausalLM = build_model_class(cpu_matmul.uses_kernels(target))
     model = CausalLM(cfg, plan, dtype, target)
     mod, named = model.export_tvm(spec=model.spec())
     # Upper bounds let Relax plan memory statically for the dynamic sequence length.

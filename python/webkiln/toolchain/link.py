@@ -35,6 +35,13 @@ _LINK_FLAGS = [
 ]
 
 
+def compile_c(source: str | Path, output: str | Path, flags: Sequence[str]) -> Path:
+    """One C source -> a wasm object file that link_wasm can take (e.g. hand-written kernels)."""
+    emcc = find_emscripten()
+    emcc.run([*flags, "-c", str(source), "-o", str(output)], f"compiling {Path(source).name}")
+    return Path(output)
+
+
 def link_wasm(output: str | Path, objects: Sequence[str | Path], mode: LinkMode = LinkMode.FAST) -> Path:
     emcc = find_emscripten()
     runtime = ensure_runtime()
@@ -44,12 +51,13 @@ def link_wasm(output: str | Path, objects: Sequence[str | Path], mode: LinkMode 
     return Path(output)
 
 
-def fcompile(mode: LinkMode = LinkMode.FAST) -> Callable[..., None]:
-    """An `export_library` compiler: TVM writes wasm object files, we link them."""
+def fcompile(mode: LinkMode = LinkMode.FAST, extra_objects: Sequence[str | Path] = ()) -> Callable[..., None]:
+    """An `export_library` compiler: TVM writes wasm object files, we link them, with
+    `extra_objects` (e.g. the wasm-cpu kernels the module calls by name)."""
 
     def compile_wasm(output: str, objects: Sequence[str] | str, options=None) -> None:
         objs = [objects] if isinstance(objects, str) else list(objects)
-        link_wasm(output, objs, mode)
+        link_wasm(output, [*objs, *extra_objects], mode)
 
     compile_wasm.object_format = "o"  # type: ignore[attr-defined]
     return compile_wasm

@@ -1,0 +1,142 @@
+"""The wasm-cpu backend's hand-written matmul kernels (python/webkiln/compile/cpu_kernels/)
+against NumPy on the stored weight formats, compiled by emscripten with the flags a model
+build uses and run in Node (V8's WebAssembly SIMD, as in Chromium).
+
+Each format (q4_affine = GGUF Q4_1, q4_sym = Q4_0, q8_sym = Q8_0) is checked on the decode
+path (one token: the GEMV that dots the raw nibbles) and the prefill path (several tokens:
+rows dequantized once, tiles of 4 tokens), with token counts that leave a ragged last tile and
+an odd row count that leaves a ragged last row pair. Tolerance: the kernels accumulate in f32
+in their own order, so |kernel - float64 reference| <= 1e-5 * sum_k |x_k| * (|q_k * d| + |offset|)
+(a few hundred ulps of the largest partial sums; an indexing or decoding bug is off by O(1)).
+The prefill path's dequantization must also be exact: with one-hot tokens the output is the
+dequantized weight matrix itself, compared bit for bit with WeightFormat.dequantize.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from webkiln.compile import cpu_matmul
+from webkiln.quant.formats import FORMATS, GROUP
+from webkiln.toolchain.system import find_emscripten
+
+# Loads the kernels' wasm, copies the inputs in, calls one entry, writes y back.
+RUNNER = r"""
+import fs from "node:fs";
+const job = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+const { instance } = await WebAssembly.instantiate(fs.readFileSync(job.wasm), {
+  env: { emscripten_notify_memory_growth: () => {} },
+  wasi_snapshot_preview1: { proc_exit: () => {}, fd_write: () => 0, fd_close: () => 0, fd_seek: () => 0 },
+});
+const e = instance.exports;
+e._initialize?.();
+const bytes = (p) => new Uint8Array(fs.readFileSync(p));
+const place = (data) => {
+  const at = e.malloc(data.length + 16);
+  new Uint8Array(e.memory.buffer, at, data.length).set(data);
+  return at;
+};
+const args = job.inputs.map((p) => place(bytes(p)));
+const y = e.malloc(job.n * job.out_f * 4);
+const work = e.malloc(job.work * 4);
+const rc = e[job.symbol](...args, y, work, job.n, job.out_f, job.in_f);
+if (rc !== 0) throw new Error(`${job.symbol} returned ${rc}`);
+fs.writeFileSync(job.output, new Uint8Array(e.memory.buffer, y, job.n * job.out_f * 4));
+"""
+
+
+@pytest.fixture(scope="module")
+def kernels_wasm(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("kernels")
+    wasm = out / "kernels.wasm"
+    exports = ",".join(["_malloc", *(f"_{symbol}" for symbol, _ in cpu_matmul.KERNELS.values())])
+    find_emscripten().run(
+        [*cpu_matmul.C_FLAGS, *map(str, cpu_matmul.kernel_sources()), "--no-entry", "-s", "STANDALONE_WASM=1",
+         "-s", "ALLOW_MEMORY_GROWTH=1", "-s", f"EXPORTED_FUNCTIONS={exports}", "-Wl,--no-stack-first",
+         "-o", str(wasm)],
+        "compiling the wasm-cpu kernels for the test")
+    return wasm
+
+
+def _stored(fmt_name: str, out_f: int, in_f: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random stored arrays of the format (any bit pattern is a valid weight), GGUF-like f16 scales."""
+    fmt = FORMATS[fmt_name]
+    words = in_f * fmt.bits // 32
+    arrays = {
+        "qweight": rng.integers(0, 2**32, size=(out_f, words), dtype=np.uint64).astype(np.uint32),
+        "scale": (rng.standard_normal((out_f, in_f // GROUP)) * 0.02).astype(np.float16).astype(np.float32),
+    }
+    if fmt.has_min:
+        arrays["minimum"] = (rng.standard_normal((out_f, in_f // GROUP)) * 0.1).astype(np.float16).astype(np.float32)
+    return arrays
+
+
+def _run(kernels_wasm: Path, tmp_path: Path, fmt_name: str, arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    symbol, names = cpu_matmul.KERNELS[fmt_name]
+    n, in_f = x.shape
+    out_f = arrays["qweight"].shape[0]
+    inputs = []
+    for name, array in [("x", x), *((name, arrays[name]) for name in names)]:
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(np.ascontiguousarray(array).tobytes())
+        inputs.append(str(path))
+    job = {"wasm": str(kernels_wasm), "symbol": symbol, "inputs": inputs, "n": n, "out_f": out_f, "in_f": in_f,
+           "work": cpu_matmul.workspace_floats(in_f), "output": str(tmp_path / "y.bin")}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    (tmp_path / "run.mjs").write_text(RUNNER)
+    run = subprocess.run(["node", str(tmp_path / "run.mjs"), str(tmp_path / "job.json")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return np.frombuffer((tmp_path / "y.bin").read_bytes(), dtype=np.float32).reshape(n, out_f)
+
+
+def _bound(fmt_name: str, arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """sum_k |x_k| * (|q_k d| + |offset|) for each output: the scale of the f32 rounding."""
+    fmt = FORMATS[fmt_name]
+    unit = dict(arrays)
+    if fmt.has_min:
+        unit["minimum"] = np.zeros_like(arrays["minimum"])
+    part = np.abs(fmt.dequantize(unit).astype(np.float64))
+    if fmt.has_min:
+        part += np.repeat(np.abs(arrays["minimum"]), GROUP, axis=1)
+    elif fmt.bits == 4:
+        part += np.repeat(8 * np.abs(arrays["scale"]), GROUP, axis=1)
+    return np.abs(x.astype(np.float64)) @ part.T
+
+
+@pytest.mark.parametrize("fmt_name", sorted(cpu_matmul.KERNELS))
+@pytest.mark.parametrize("tokens", [1, 2, 5, 8, 11], ids=lambda n: f"{n}tok")
+def test_kernel_equals_numpy(kernels_wasm, tmp_path, fmt_name, tokens):
+    rng = np.random.default_rng(7 + tokens)
+    out_f, in_f = 37, 3 * GROUP * 2  # odd rows: a ragged last row pair; 6 groups
+    arrays = _stored(fmt_name, out_f, in_f, rng)
+    x = rng.standard_normal((tokens, in_f)).astype(np.float32)
+    got = _run(kernels_wasm, tmp_path, fmt_name, arrays, x)
+    want = x.astype(np.float64) @ FORMATS[fmt_name].dequantize(arrays).astype(np.float64).T
+    err = np.abs(got - want)
+    bound = 1e-5 * _bound(fmt_name, arrays, x)
+    worst = np.unravel_index(np.argmax(err / bound), err.shape)
+    assert (err <= bound).all(), (f"{fmt_name}, {tokens} tokens: token {worst[0]} row {worst[1]}: "
+                                  f"{got[worst]} vs {want[worst]} (bound {bound[worst]})")
+
+
+@pytest.mark.parametrize("fmt_name", sorted(cpu_matmul.KERNELS))
+def test_prefill_dequantization_is_exact(kernels_wasm, tmp_path, fmt_name):
+    rng = np.random.default_rng(3)
+    out_f, in_f = 9, 2 * GROUP
+    arrays = _stored(fmt_name, out_f, in_f, rng)
+    got = _run(kernels_wasm, tmp_path, fmt_name, arrays, np.eye(in_f, dtype=np.float32))
+    np.testing.assert_array_equal(got.T, FORMATS[fmt_name].dequantize(arrays))
+
+
+def test_model_calls_the_kernels_on_wasm_cpu_only():
+    """The wasm32 target gets the kernels, the reference targets keep the tensor expression."""
+    from webkiln.compile.targets import get_target
+
+    assert cpu_matmul.uses_kernels(get_target("wasm-cpu").tvm_target())
+    assert not cpu_matmul.uses_kernels(get_target("native-cpu").tvm_target())
+    assert not cpu_matmul.uses_kernels(get_target("webgpu").tvm_target())
