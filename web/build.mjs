@@ -107,6 +107,8 @@ async function buildTestBundles(outdir) {
       "test-storage": path.join(tests, "test_storage_entry.ts"), // test-storage.html
       "test-image": path.join(tests, "test_image_entry.ts"), // test-image.html
       "test-image-pipeline": path.join(tests, "test_image_pipeline_entry.ts"), // test-image-pipeline.html
+      // `webkiln bench`: wllama beside webkiln on chat.html (added there by the benchmark)
+      "bench-wllama": path.join(tests, "bench_wllama_page.ts"),
     },
     // tests/ has no node_modules of its own: packages resolve from web/'s.
     nodePaths: [path.join(here, "node_modules")],

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,11 +104,13 @@ def assemble_site(root: Path, bundles: Sequence[str] = ("app.js",)) -> Path:
 
 
 @contextmanager
-def serve(root: Path) -> Iterator[str]:
-    """The dev server on `root` on a free loopback port (as the tests' LiveServer); yields its URL."""
+def serve(root: Path, cross_origin_isolated: bool = False) -> Iterator[str]:
+    """The dev server on `root` on a free loopback port (as the tests' LiveServer); yields its URL.
+    `cross_origin_isolated`: COOP/COEP headers (`webkiln serve --isolate`), which pages need for
+    SharedArrayBuffer and so for WebAssembly threads."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(root), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(root, cross_origin_isolated), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -125,19 +127,28 @@ def serve(root: Path) -> Iterator[str]:
 
 
 class ChromiumProfile:
-    """Headless Chromium with a fresh persistent profile (its Cache API survives new pages, so a
-    second page loads warm); every page's uncaught errors are collected in `errors`."""
+    """Headless Chromium with a fresh persistent profile (its Cache API and origin storage
+    survive new pages, so a second page loads warm); every page's uncaught errors are collected
+    in `errors`. The site is served twice: plainly, and cross-origin isolated (another port, so
+    another origin with storage of its own)."""
 
-    def __init__(self, context: Any, url: str) -> None:
-        self._context, self._url = context, url
+    def __init__(self, context: Any, url: str, isolated_url: str | None = None) -> None:
+        self._context, self._url, self._isolated_url = context, url, isolated_url
         self.errors: list[str] = []
 
-    def page(self, path: str = "chat.html") -> Page:
-        """A new page on `path`, once the test bundle has set `window.webkilnChat`."""
+    def page(self, path: str = "chat.html", isolated: bool = False, scripts: Sequence[str] = (),
+             ready: str = "window.webkilnChat !== undefined") -> Page:
+        """A new page on `path` (on the isolated origin if `isolated`), with the ES modules
+        `scripts` (site paths) added, once `ready` holds (by default: the test bundle has set
+        `window.webkilnChat`)."""
+        if isolated and self._isolated_url is None:
+            raise RuntimeError("this profile serves no cross-origin isolated origin: pass isolated=True to chromium()")
         page = self._context.new_page()
         page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.goto(f"{self._url}/{path}")
-        page.wait_for_function("window.webkilnChat !== undefined")
+        page.goto(f"{self._isolated_url if isolated else self._url}/{path}")
+        for script in scripts:
+            page.add_script_tag(url=script, type="module")
+        page.wait_for_function(ready)
         return page
 
     def check(self) -> None:
@@ -146,20 +157,24 @@ class ChromiumProfile:
 
 
 @contextmanager
-def chromium(site: Path, executable: str, prefix: str) -> Iterator[ChromiumProfile]:
-    """`site` served, and a Chromium profile on it (removed afterwards)."""
+def chromium(site: Path, executable: str, prefix: str, isolated: bool = False) -> Iterator[ChromiumProfile]:
+    """`site` served (and, with `isolated`, also served cross-origin isolated), and a Chromium
+    profile on it (removed afterwards)."""
     # Lazy: Playwright is an optional dependency (the test extra), and `bench-image --no-browser`
     # runs on machines without it.
     from playwright.sync_api import sync_playwright
 
     profile = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        with serve(site) as url, sync_playwright() as p:
+        with ExitStack() as stack:
+            url = stack.enter_context(serve(site))
+            isolated_url = stack.enter_context(serve(site, cross_origin_isolated=True)) if isolated else None
+            p = stack.enter_context(sync_playwright())
             context = p.chromium.launch_persistent_context(
                 str(profile), executable_path=executable, args=CHROMIUM_ARGS, headless=True)
             context.set_default_timeout(TIMEOUT_MS)
             try:
-                yield ChromiumProfile(context, url)
+                yield ChromiumProfile(context, url, isolated_url)
             finally:
                 context.close()
     finally:

@@ -82,10 +82,16 @@ def _kernel_check(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench, table
+    from .bench import BenchSettings, parse_list, run_bench, table
 
-    results = run_bench(args.out, prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
-                        ttft_tokens=args.first_token_prompt, release=args.release, executable=args.chromium)
+    try:
+        threads = tuple(int(t) for t in parse_list(args.threads))
+    except ValueError:
+        raise OptionError(f"--threads takes thread counts separated by commas, e.g. 1,2 (got '{args.threads}')") from None
+    settings = BenchSettings(prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
+                             ttft_tokens=args.first_token_prompt, runs=args.runs, threads=threads,
+                             backends=tuple(parse_list(args.backends)), release=args.release)
+    results = run_bench(args.out, settings, executable=args.chromium)
     print(table(results))
     print(f"[webkiln] results written to {args.out}")
     return 0
@@ -124,8 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--release", action="store_true", help="optimised (-O3) link")
     check.set_defaults(func=_kernel_check)
 
-    bench = sub.add_parser("bench", help="benchmark the default model: build, browser load/prefill/decode, native")
+    bench = sub.add_parser("bench", help="benchmark the default model: build, then load/prefill/decode of webkiln "
+                           "(wasm-cpu, WebGPU) and wllama side by side in Chromium, and native TVM")
     bench.add_argument("--out", default="bench-results.json", help="JSON results file (default: bench-results.json)")
+    bench.add_argument("--backends", default="wasm-cpu,wllama,native",
+                       help="comma-separated, of wasm-cpu (webkiln's CPU backend), webgpu (webkiln on WebGPU: "
+                       "SwiftShader without a GPU, well under 1 tok/s), wllama (llama.cpp's wasm build, same GGUF) and "
+                       "native (TVM native-cpu); default wasm-cpu,wllama,native")
+    bench.add_argument("--threads", default="1,2",
+                       help="CPU thread counts, comma-separated (default 1,2); more than 1 runs on a cross-origin "
+                       "isolated page")
+    bench.add_argument("--runs", type=int, default=3, help="runs per engine and thread count; medians reported (default 3)")
     bench.add_argument("--prompt-tokens", type=int, default=128, help="prefill prompt length (default 128)")
     bench.add_argument("--decode-tokens", type=int, default=128, help="greedy tokens to generate (default 128)")
     bench.add_argument("--first-token-prompt", type=int, default=8,
