@@ -230,7 +230,8 @@ _WEBKILN_RUN_JS = """async ([manifest, backend, short, prompt, decode]) => {
   const started = performance.now();
   const run = await chat.generate(prompt, {maxTokens: decode, temperature: 0, stopTokenIds: []});
   const wallMillis = performance.now() - started;
-  return {loaded, first: {prefillMillis: first.prefillMillis, prefilledTokens: first.prefilledTokens},
+  return {loaded, isolated: self.crossOriginIsolated,
+          first: {prefillMillis: first.prefillMillis, prefilledTokens: first.prefilledTokens},
           run: {prefillMillis: run.prefillMillis, decodeMillis: run.decodeMillis, wallMillis,
                 prefilledTokens: run.prefilledTokens, tokens: run.tokens, text: run.text}};
 }"""
@@ -268,6 +269,7 @@ def _webkiln_run(browser: ChromiumProfile, manifest: str, backend: str, isolated
         "backend": loaded["backend"],
         "backend_reason": loaded.get("backendReason"),
         "threads_used": loaded.get("threads", 1),  # reported by the engine once it has threads
+        "cross_origin_isolated_page": got["isolated"],
         "load_warm_seconds": loaded["millis"] / 1000,
         "first_token_warm_seconds": (loaded["millis"] + got["first"]["prefillMillis"]) / 1000,
         "prefill_seconds": run["prefillMillis"] / 1000,
@@ -320,6 +322,7 @@ def _wllama_run(browser: ChromiumProfile, threads: int, settings: BenchSettings,
         "libllama": loaded["libllama"],
         "threads_used": loaded["threads"],
         "multithread": loaded["multithread"],
+        "cross_origin_isolated_page": loaded["crossOriginIsolated"],
         "load_warm_seconds": loaded["millis"] / 1000,
         "first_token_warm_seconds": (loaded["millis"] + first["prompt_ms"]) / 1000,
         "prefill_seconds": run["prompt_ms"] / 1000,
@@ -433,10 +436,10 @@ def _library(backend: str) -> str:
 
 
 def _set_native_threads(threads: int) -> int:
+    """TVM's CPU thread pool resized to `threads`; returns the size it took (TVM caps it at
+    TVM_NUM_THREADS, or at what it detects, read once: run_bench sets that first)."""
     import tvm
 
-    # TVM caps its pool at TVM_NUM_THREADS (else at what it detects), read at each reconfiguration.
-    os.environ["TVM_NUM_THREADS"] = str(threads)
     tvm.get_global_func("runtime.config_threadpool")(1, threads)  # 1: all (big) cores
     return int(tvm.runtime.num_threads())
 
@@ -520,22 +523,26 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 
 def agreement(rows: list[dict], tokenizer_json: str) -> dict:
-    """Whether the engines generated the same greedy continuation: token ids where both have them
-    (webkiln and native), else the decoded text (wllama gives text only)."""
+    """Whether each row generated the reference's greedy continuation (the reference: the first row
+    with token ids, webkiln or native), and for how many tokens. wllama gives text only: its ids
+    are the text encoded again with the model's tokenizer (equal to what it sampled unless a
+    token boundary was ambiguous)."""
     tokenizer = Tokenizer.from_str(tokenizer_json)
-    texts = {}
+    reference = next((r for r in rows if r["tokens"] is not None), None)
+    out: dict[str, Any] = {"reference": None if reference is None else
+                           f"{reference['backend']}@{reference['threads_requested']}", "rows": {}}
     for row in rows:
-        text = row["text"] if row["text"] is not None else tokenizer.decode(row["tokens"], skip_special_tokens=False)
-        texts[f"{row['backend']}@{row['threads_requested']}"] = text
-    token_rows = {f"{r['backend']}@{r['threads_requested']}": r["tokens"] for r in rows if r["tokens"] is not None}
-    reference = next(iter(texts.values()), None)
-    return {
-        "same_text": len(set(texts.values())) <= 1,
-        "same_token_ids": len({tuple(t) for t in token_rows.values()}) <= 1,
-        "differs_from_first": [k for k, v in texts.items() if v != reference],
-        "every_run_same_output": all(r["same_output_every_run"] for r in rows),
-        "text": reference,
-    }
+        key = f"{row['backend']}@{row['threads_requested']}"
+        ids = row["tokens"] if row["tokens"] is not None else tokenizer.encode(row["text"], add_special_tokens=False).ids
+        entry: dict[str, Any] = {"ids_from": "engine" if row["tokens"] is not None else "text re-encoded",
+                                 "same_output_every_run": row["same_output_every_run"]}
+        if reference is not None:
+            ref = reference["tokens"]
+            prefix = next((i for i, (a, b) in enumerate(zip(ids, ref)) if a != b), min(len(ids), len(ref)))
+            entry.update(same_as_reference=ids == ref, matching_prefix_tokens=prefix, of=len(ref))
+        out["rows"][key] = entry
+    out["all_same"] = all(e.get("same_as_reference", True) for e in out["rows"].values())
+    return out
 
 
 def table(results: dict) -> str:
@@ -567,13 +574,17 @@ def table(results: dict) -> str:
                       f"rebuild {fmt(b['rebuild_seconds'], ' s')} (libraries "
                       f"{'reused' if b['rebuild_reused_library'] else 'compiled'})"]
     a = results["agreement"]
-    lines += ["", "same greedy output in every row: " + ("yes" if a["same_text"] else
-                                                         f"no (differs: {', '.join(a['differs_from_first'])})")]
+    if a["reference"] is not None:
+        differ = [f"{k} agrees for {e['matching_prefix_tokens']} of {e['of']} tokens"
+                  for k, e in a["rows"].items() if not e["same_as_reference"]]
+        lines += ["", f"greedy tokens as {a['reference']}: " + ("every row" if not differ else "; ".join(differ))]
     return "\n".join(lines)
 
 
 def run_bench(out: str | Path, settings: BenchSettings = BenchSettings(), executable: str = CHROMIUM) -> dict:
     settings.check()
+    # Before anything starts TVM's thread pool: it reads its cap once (native rows resize it).
+    os.environ.setdefault("TVM_NUM_THREADS", str(max(settings.threads)))
     started = time.perf_counter()
     facts = machine_facts(executable)
     gguf = fetch_default_model()
