@@ -334,9 +334,14 @@ def build_model_class(cpu_kernels: bool = False):
     return CausalLM
 
 
-def export(cfg: LlmConfig, plan: WeightPlan, dtype: str, target, prefill_chunk: int):
-    """-> (IRModule, [(param name, shape, dtype)] in the packed order)."""
-    CausalLM = build_model_class(cpu_matmul.uses_kernels(target))
+def export(cfg: LlmConfig, plan: WeightPlan, dtype: str, target, prefill_chunk: int,
+           cpu_kernels: bool | None = None):
+    """-> (IRModule, [(param name, shape, dtype)] in the packed order). `cpu_kernels`: whether
+    quantized matmuls call the wasm-cpu kernels; default: on the wasm32 target (False gives the
+    plain tensor expressions there, the baseline scripts/bench_cpu.py compares with)."""
+    if cpu_kernels is None:
+        cpu_kernels = cpu_matmul.uses_kernels(target)
+    CausalLM = build_model_class(cpu_kernels)
     model = CausalLM(cfg, plan, dtype, target)
     mod, named = model.export_tvm(spec=model.spec())
     # Upper bounds let Relax plan memory statically for the dynamic sequence length.

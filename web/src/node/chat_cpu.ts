@@ -6,8 +6,10 @@
 //
 // Reads one JSON request on stdin, prints progress on stderr and one JSON result on stdout:
 //   in:  {model: folder holding manifest.json and the shards, wasm: the library (a path),
-//         runs: [{prompt: token ids, decode: tokens to generate}], repeats?: 1}
-//   out: {loadMillis, runs: [{tokens, prefillMillis: [..per repeat], decodeMillis: [..]}]}
+//         runs: [{prompt: token ids, decode: tokens to generate}], repeats?: 1,
+//         profile?: false (time each function the VM calls, through its instrument hook)}
+//   out: {loadMillis, runs: [{tokens, prefillMillis: [..per repeat], decodeMillis: [..]}],
+//         profile?: {prefill|decode: {function name: [calls, milliseconds]}} (all repeats)}
 // Decoding is greedy and never stops early, so every repeat generates `decode` tokens.
 import fs from "node:fs";
 import path from "node:path";
@@ -26,6 +28,7 @@ interface Request {
   wasm: string;
   runs: Run[];
   repeats?: number;
+  profile?: boolean;
 }
 
 async function readStdin(): Promise<string> {
@@ -69,6 +72,26 @@ async function main(): Promise<void> {
       ) as tvmjs.TVMObject,
   );
   const loadMillis = performance.now() - t0;
+
+  // Per-function timings: the VM calls the instrument before and after each function it runs.
+  const profile: Record<string, Record<string, [number, number]>> = { prefill: {}, decode: {} };
+  let phase: Record<string, [number, number]> = profile.prefill!;
+  if (request.profile) {
+    const started = new Map<string, number>();
+    const instrument = keep(() =>
+      tvm.toPackedFunc((_func: unknown, name: string, beforeRun: boolean) => {
+        if (beforeRun) {
+          started.set(name, performance.now());
+        } else {
+          const entry = (phase[name] ??= [0, 0]);
+          entry[0] += 1;
+          entry[1] += performance.now() - started.get(name)!;
+        }
+        return tvm.scalar(0, "int32"); // 0: go on
+      }),
+    );
+    tvm.withNewScope(() => vm.getInternalModule().getFunction("set_instrument")(instrument));
+  }
   const hidden = manifest.config.hidden_size;
 
   // One step of the model over `ids` (a prefill chunk, or one token to decode); the logits.
@@ -78,6 +101,7 @@ async function main(): Promise<void> {
       const input = tvm.empty([ids.length], "int32", device).copyFrom(Int32Array.from(ids));
       const embed = (fEmbed(input, params) as tvmjs.Tensor).view([1, ids.length, hidden]);
       fBegin(kv, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
+      phase = decode ? profile.decode! : profile.prefill!;
       const out = (decode ? fDecode : fPrefill)(embed, kv, params) as tvmjs.TVMArray;
       fEnd(kv);
       return Float32Array.from((out.get(0) as tvmjs.Tensor).toArray() as Float32Array);
@@ -115,7 +139,7 @@ async function main(): Promise<void> {
     }
     results.push({ tokens, prefillMillis, decodeMillis });
   }
-  process.stdout.write(JSON.stringify({ loadMillis, runs: results }));
+  process.stdout.write(JSON.stringify({ loadMillis, runs: results, ...(request.profile ? { profile } : {}) }));
   mod.dispose();
 }
 
