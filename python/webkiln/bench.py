@@ -351,7 +351,7 @@ class Row:
 
     def threads_note(self) -> str:
         if self.threads is None:
-            return "n/a (GPU)"
+            return "n/a (WebGPU)"
         used = {r.get("threads_used") for r in self.runs}
         if self.backend == "wasm-cpu" and used == {1} and self.threads > 1:
             return f"1 ({NO_THREADS})"

@@ -73,8 +73,20 @@ def _chromium_version(executable: str) -> str:
         return "unknown"
 
 
+def _git_state() -> dict[str, Any]:
+    """The commit measured, and the files that differed from it (the build reads the work tree)."""
+    def git(*args: str) -> str:
+        run = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+        return run.stdout if run.returncode == 0 else ""  # not stripped: porcelain lines start with a space
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "python", "web/src", "web/package-lock.json",
+                                        "tests/web").splitlines()]
+    return {"commit": git("rev-parse", "HEAD").strip() or None, "uncommitted_build_inputs": changed}
+
+
 def machine_facts(executable: str) -> dict[str, Any]:
     return {
+        "git": _git_state(),
         "cpu_model": _cpu_model(),
         "cpu_cores": os.cpu_count(),
         "platform": platform.platform(),
