@@ -9,7 +9,13 @@ test("enumerated attributes accept exactly their documented values", () => {
   for (const v of ["light", "dark", "auto"]) assert.deepEqual(CHAT.theme.parse(v), { ok: true, value: v });
   for (const v of ["inline", "bubble"]) assert.deepEqual(CHAT.layout.parse(v), { ok: true, value: v });
   for (const v of ["interaction", "eager", "manual"]) assert.deepEqual(CHAT.autoload.parse(v), { ok: true, value: v });
-  for (const [spec, bad] of [[CHAT.theme, "Dark"], [CHAT.layout, "sideways"], [CHAT.autoload, ""]] as const) {
+  for (const v of ["auto", "webgpu", "wasm-cpu"]) {
+    assert.deepEqual(CHAT.backend.parse(v), { ok: true, value: v });
+    assert.deepEqual(IMAGE.backend.parse(v), { ok: true, value: v });
+  }
+  // Backend library names and other spellings are refused (the attribute names a device, not a build).
+  const backendBad = [[CHAT.backend, "cpu"], [CHAT.backend, "webgpu-f32"], [CHAT.backend, "WebGPU"], [IMAGE.backend, ""]] as const;
+  for (const [spec, bad] of [[CHAT.theme, "Dark"], [CHAT.layout, "sideways"], [CHAT.autoload, ""], ...backendBad] as const) {
     const parsed = spec.parse(bad);
     assert.equal(parsed.ok, false);
     assert.match((parsed as { reason: string }).reason, /^must be one of "/);
@@ -17,6 +23,8 @@ test("enumerated attributes accept exactly their documented values", () => {
   assert.equal(CHAT.theme.fallback, "auto");
   assert.equal(CHAT.layout.fallback, "inline");
   assert.equal(CHAT.autoload.fallback, "interaction");
+  assert.equal(CHAT.backend.fallback, "auto");
+  assert.deepEqual(CHAT.backend.parse("gpu"), { ok: false, reason: 'must be one of "auto", "webgpu", "wasm-cpu"' });
 });
 
 test("numbers: ranges and integers as documented", () => {
@@ -51,9 +59,9 @@ test("text attributes take any text; every attribute has a distinct name", () =>
     assert.equal(new Set(names).size, names.length);
   }
   assert.deepEqual(Object.values(CHAT).map((s) => s.name).sort(), [
-    "autoload", "greeting", "layout", "max-tokens", "model", "models-url", "placeholder", "system-prompt", "temperature", "theme",
+    "autoload", "backend", "greeting", "layout", "max-tokens", "model", "models-url", "placeholder", "system-prompt", "temperature", "theme",
   ]);
   assert.deepEqual(Object.values(IMAGE).map((s) => s.name).sort(), [
-    "autoload", "guidance", "layout", "model", "models-url", "placeholder", "seed", "size", "steps", "theme",
+    "autoload", "backend", "guidance", "layout", "model", "models-url", "placeholder", "seed", "size", "steps", "theme",
   ]);
 });

@@ -8,6 +8,7 @@ import type {
   CompletionUsage,
   Engine,
   FinishReason,
+  LoadedModel,
   ModelInfo,
 } from "../engine/api";
 import { ChatView, type StreamingReply } from "./chat_view";
@@ -18,7 +19,7 @@ import { ErrorBanner, isAbort } from "./errors";
 import { listModels } from "./model_list";
 import { rememberedModel, TabModelLoader } from "./model_load";
 import { modelLabel, ModelPicker } from "./model_picker";
-import { SettingsPanel } from "./settings";
+import { backendLabel, SettingsPanel } from "./settings";
 import { Sidebar } from "./sidebar";
 
 const NO_MODEL =
@@ -80,6 +81,7 @@ export class ChatController {
       topP: el("top-p"),
       maxTokens: el("max-tokens"),
       seed: el("seed"),
+      backend: el("backend"),
       reset: el("settings-reset"),
     });
     this.bindInput();
@@ -89,6 +91,11 @@ export class ChatController {
 
   get errorBanner(): ErrorBanner {
     return this.errors;
+  }
+
+  /** The settings panel (in the sidebar, for both tabs: the Images tab reads its Backend). */
+  get settingsPanel(): SettingsPanel {
+    return this.settings;
   }
 
   get generating(): boolean {
@@ -109,10 +116,30 @@ export class ChatController {
   }
 
   /** The Images tab loaded a model (or let it go): the panel marks it and shows what is cached. */
-  imageModelChanged(id: string | null): void {
+  imageModelChanged(info: LoadedModel | null): void {
     if (!this.picker) return;
-    this.picker.setLoaded(id);
+    this.picker.setLoaded(info?.id ?? null, info);
     void this.picker.refreshCache();
+  }
+
+  /**
+   * The Backend setting changed: the picker's lines follow it and, when this tab is shown,
+   * its model loads again on the backend the setting now gives (unless that cannot run
+   * here: then the model on screen stays loaded and the status line says why).
+   */
+  backendChanged(): void {
+    const picker = this.picker;
+    if (!picker) return;
+    picker.setBackend(this.settings.backend);
+    const id = this.wanted ?? picker.select.value;
+    if (!this.active || !id || !picker.find(id) || this.busy === "generating") return;
+    const fit = picker.fit(id);
+    if (fit?.level === "no") {
+      const kept = this.loaded ? " The model stays loaded as it was." : "";
+      this.setStatus(`${backendLabel(this.settings.backend)}: ${fit.text.replace(/\.$/, "")}.${kept}`, true);
+      return;
+    }
+    void this.load(id);
   }
 
   /** Another tab is shown (and loads its own model): chat's model is no longer loaded. */
@@ -135,8 +162,9 @@ export class ChatController {
     if (!this.engine) return;
     const engine = this.engine;
     if (device.unavailable) {
-      // Not an error: models with a CPU backend still run (the picker says which do).
-      this.setStatus(`WebGPU is not available in this browser (${device.unavailable}): models run on the CPU (wasm-cpu).`);
+      // Not an error: models with a CPU backend still run; the load's status line then says
+      // which backend runs and why (and the picker which models need WebGPU).
+      this.setStatus(`WebGPU is not available in this browser (${device.unavailable}): models with a CPU backend run on the CPU (wasm-cpu).`);
     }
     engine.onEvent((event) => {
       if (event.type === "device-lost" && this.active) {
@@ -158,11 +186,13 @@ export class ChatController {
       onError: (error) => this.errors.show(error),
     });
     this.picker = picker;
+    picker.setBackend(this.settings.backend);
     this.loader = new TabModelLoader({
       picker,
       errors: this.errors,
       setStatus: (text, isError) => this.setStatus(text, isError),
       rememberAs: MODEL_KEY,
+      backend: () => this.settings.backend,
     });
     picker.setModels(models);
     // One "Models & storage" panel for both tabs: every model, labelled Chat or Image.
@@ -178,7 +208,11 @@ export class ChatController {
     const first = picker.initialChoice(rememberedModel(MODEL_KEY));
     if (!first) {
       picker.choose(models[0]!.id);
-      this.setStatus("No model here runs on this device: see Models & storage for what each needs.", true);
+      const why = this.settings.backend === "auto" ? "" : ` with the ${backendLabel(this.settings.backend)}`;
+      this.setStatus(
+        `No model here runs on this device${why} (${picker.fit(models[0]!.id)?.text ?? "?"}): see Models & storage for what each needs.`,
+        true,
+      );
       this.sync();
       return;
     }
@@ -203,7 +237,7 @@ export class ChatController {
     await this.loader.load(this.engine, id, (info) => {
       if (info) {
         this.loaded = id;
-        picker.setLoaded(id);
+        picker.setLoaded(id, info);
         this.showConversationIfEmpty();
       }
       this.busy = "idle";
@@ -493,6 +527,8 @@ export class ChatController {
     this.newChat.disabled = this.busy === "generating";
     this.picker?.setDisabled(this.busy === "generating");
     this.sidebar.setDisabled(this.busy === "generating");
+    // A backend change reloads the model: not under a reply being written.
+    if (this.active) this.settings.setBackendDisabled(this.busy === "generating");
     el("chat").setAttribute("aria-busy", String(this.busy === "generating"));
   }
 

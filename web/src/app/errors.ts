@@ -12,8 +12,11 @@ export interface Described {
 
 const HINTS: Record<string, string> = {
   WebGPUUnavailableError:
-    "This app needs WebGPU: use a recent Chrome or Edge (113+), or Safari/Firefox with WebGPU enabled, on a device with a GPU.",
-  UnsupportedDeviceError: "This device lacks a GPU feature or limit this build needs.",
+    "This needs WebGPU: choose Automatic or CPU (WebAssembly) under Settings → Backend for a model with a CPU backend, " +
+    "or use a recent Chrome or Edge (113+), or Safari/Firefox with WebGPU enabled, on a device with a GPU.",
+  UnsupportedDeviceError:
+    "This device cannot run this build (a GPU feature or limit, or the CPU backend's 4 GiB WebAssembly memory; the message says which): " +
+    "another choice under Settings → Backend may run it, or choose a smaller model.",
   StorageQuotaError:
     "The browser will not store this model: delete cached models under Models & storage, free disk space, or use a smaller model.",
   IntegrityError:

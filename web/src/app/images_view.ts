@@ -5,13 +5,22 @@
 // The engine holds one model at a time: this tab loads its model when it is shown.
 
 import { SCHEDULER_LABELS } from "../base/scheduler_labels";
-import type { Engine, ImageDefaults, ImageGenerateRequest, ImagePreview, ImageSchedulerName, ModelInfo } from "../engine/api";
+import type {
+  Engine,
+  ImageDefaults,
+  ImageGenerateRequest,
+  ImagePreview,
+  ImageSchedulerName,
+  LoadedModel,
+  ModelInfo,
+} from "../engine/api";
 import type { DeviceInfo } from "../ui/device";
 import { el, h } from "./dom";
 import { isAbort, type ErrorBanner } from "./errors";
 import { GalleryStore, newGalleryId, type GalleryItem, type ImageParameters } from "./gallery";
 import { rememberedModel, TabModelLoader } from "./model_load";
 import { modelLabel, ModelPicker } from "./model_picker";
+import { backendLabel, type SettingsPanel } from "./settings";
 
 const MODEL_KEY = "webkiln.imageModel";
 type Busy = "idle" | "loading" | "generating";
@@ -71,14 +80,16 @@ export class ImagesView {
   /** Object URLs of the gallery's images, by item id (revoked when an item goes). */
   private urls = new Map<string, string>();
   private shownId: string | null = null;
-  /** Called when this tab's model is loaded (its id) or let go (null): the Models & storage panel. */
-  onModelChange: ((id: string | null) => void) | null = null;
+  /** Called when this tab's model is loaded (its info) or let go (null): the Models & storage panel. */
+  onModelChange: ((info: LoadedModel | null) => void) | null = null;
 
   constructor(
     private readonly engine: Engine | null,
     device: DeviceInfo,
     private readonly store: GalleryStore,
     private readonly errors: ErrorBanner,
+    /** The sidebar's settings: their Backend applies to this tab's loads too. */
+    private readonly settings: SettingsPanel,
   ) {
     this.picker = new ModelPicker(
       engine as Engine,
@@ -97,7 +108,9 @@ export class ImagesView {
       errors: this.errors,
       setStatus: (text, isError) => this.setStatus(text, isError),
       rememberAs: MODEL_KEY,
+      backend: () => this.settings.backend,
     });
+    this.picker.setBackend(settings.backend);
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       void this.generate();
@@ -157,8 +170,23 @@ export class ImagesView {
       this.sync();
       return;
     }
-    if (this.picker.fit(this.wanted)?.level === "no") {
-      this.setStatus("This image model does not run on this device.", true);
+    const fit = this.picker.fit(this.wanted);
+    if (fit?.level === "no") {
+      this.setStatus(`This image model does not run here: ${fit.text}`, true);
+      this.sync();
+      return;
+    }
+    void this.load(this.wanted);
+  }
+
+  /** The Backend setting changed: as the Chat tab (ChatController.backendChanged). */
+  backendChanged(): void {
+    this.picker.setBackend(this.settings.backend);
+    if (!this.active || !this.wanted || this.busy === "generating") return;
+    const fit = this.picker.fit(this.wanted);
+    if (fit?.level === "no") {
+      const kept = this.loaded ? " The model stays loaded as it was." : "";
+      this.setStatus(`${backendLabel(this.settings.backend)}: ${fit.text.replace(/\.$/, "")}.${kept}`, true);
       return;
     }
     void this.load(this.wanted);
@@ -207,7 +235,7 @@ export class ImagesView {
     await this.loader.load(this.engine, id, (info) => {
       if (info) {
         this.loaded = id;
-        this.onModelChange?.(id);
+        this.onModelChange?.(info);
       }
       this.busy = "idle";
       this.sync();
@@ -479,6 +507,7 @@ export class ImagesView {
     this.generateButton.disabled = !(this.busy === "idle" && this.loaded !== null);
     this.stopButton.disabled = !generating;
     this.picker.setDisabled(generating);
+    if (this.active) this.settings.setBackendDisabled(generating);
     this.form.dataset.busy = String(generating);
     this.root.setAttribute("aria-busy", String(generating));
     this.progressBar.closest<HTMLElement>(".image-progress")!.hidden = !generating && this.progressBar.dataset.step === undefined;

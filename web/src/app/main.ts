@@ -110,10 +110,15 @@ async function main(): Promise<void> {
   window.webkilnApp.engine = engine;
   const [store, gallery, device] = await Promise.all([ConversationStore.open(), openGallery(), probeDevice()]);
   app = new ChatController(engine, store);
-  const images = new ImagesView(engine, device, gallery, app.errorBanner);
+  const images = new ImagesView(engine, device, gallery, app.errorBanner, app.settingsPanel);
   app.reloadOther = () => images.reload();
-  images.onModelChange = (id) => app!.imageModelChanged(id);
+  images.onModelChange = (info) => app!.imageModelChanged(info);
   const tabs = new Tabs(app, images);
+  // One Backend setting for both tabs: the shown tab loads its model again with it.
+  app.settingsPanel.onBackendChange = () => {
+    app!.backendChanged();
+    images.backendChanged();
+  };
   const tab = Tabs.rememberedTab();
   if (startupError) app.startupFailed(startupError);
   if (tab === "images") tabs.select("images", true);

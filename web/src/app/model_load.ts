@@ -1,8 +1,10 @@
-// Loading a tab's model, as both tabs do it: the picker shows the progress, the status
-// line says what happens, failures go to the error banner, and the model a tab loaded
-// is remembered for the next visit. Each tab keeps its own state around it.
+// Loading a tab's model, as both tabs do it: with the Backend setting, the picker shows
+// the progress, the status line says what happens (which backend runs and why), failures
+// go to the error banner, and the model a tab loaded is remembered for the next visit.
+// Each tab keeps its own state around it.
 
 import type { Engine, LoadedModel, ModelInfo } from "../engine/api";
+import type { BackendSetting } from "./settings";
 import { isAbort, type ErrorBanner } from "./errors";
 import { modelLabel, type ModelPicker } from "./model_picker";
 
@@ -30,6 +32,8 @@ export interface LoadingTab {
   setStatus: (text: string, isError?: boolean) => void;
   /** The localStorage key the loaded model is remembered under. */
   rememberAs: string;
+  /** The Backend setting at the time of the load (loadModel's `backend`). */
+  backend: () => BackendSetting;
 }
 
 /** A tab's one model load at a time: a new load supersedes the one in flight. */
@@ -89,9 +93,12 @@ async function loadTabModel(
 ): Promise<LoadedModel | null> {
   const { picker, setStatus } = tab;
   const label = modelLabel(picker.find(id) ?? ({ id } as ModelInfo));
-  setStatus(`Loading ${label}…`);
+  // Before the load: the engine's decision as the picker predicts it (the engine decides again).
+  const fit = picker.fit(id);
+  setStatus(fit?.backend ? `Loading ${label} on ${fit.backend} — ${fit.reason}…` : `Loading ${label}…`);
   try {
     const info = await engine.loadModel(id, {
+      backend: tab.backend(),
       signal,
       onProgress: (event) => {
         if (isCurrent()) picker.progress(event);
@@ -99,7 +106,7 @@ async function loadTabModel(
     });
     if (!isCurrent()) return null;
     rememberModel(tab.rememberAs, id);
-    setStatus(`${label} is ready (${info.backend}, loaded in ${(info.millis / 1000).toFixed(1)} s).`);
+    setStatus(`${label} is ready on ${info.backend} — ${info.backendReason}. Loaded in ${(info.millis / 1000).toFixed(1)} s.`);
     return info;
   } catch (error) {
     if (!isCurrent()) return null;

@@ -1,9 +1,11 @@
 // The model picker (#model-select and the line under it), the load progress bar,
 // and the "Models & storage" panel: every model (chat and image, each labelled with
-// its task) with its size, quantization, required GPU features, whether it fits this
-// device, what is cached, and buttons to delete one model's files or all of them.
+// its task) with its size, quantization, backends, which backend runs it here and why
+// (the engine's own decision for the Backend setting, base/backend_choice.ts), what is
+// cached, and buttons to delete one model's files or all of them.
 
-import type { CachedModel, Engine, LoadProgressEvent, ModelInfo } from "../engine/api";
+import type { BackendRequest } from "../base/backend_choice";
+import type { CachedModel, Engine, LoadedModel, LoadProgressEvent, ModelInfo } from "../engine/api";
 import { fitOf, requiredFeatures, type DeviceInfo, type Fit } from "../ui/device";
 import { confirmTwice, el, formatBytes, formatSeconds, h } from "./dom";
 
@@ -39,6 +41,10 @@ export class ModelPicker {
   private panelModels: ModelInfo[] | null = null;
   private cached = new Map<string, CachedModel>();
   private loadedId: string | null = null;
+  /** The loaded model's backend and why (from the engine), shown on its card instead of the prediction. */
+  private loadedInfo: LoadedModel | null = null;
+  /** The Backend setting: what fitOf predicts for (loadModel's `backend`). */
+  private backend: BackendRequest = "auto";
   /** Extra words for a model's info line (the image size of an image model). */
   private details: Record<string, string> = {};
 
@@ -67,7 +73,16 @@ export class ModelPicker {
 
   fit(id: string): Fit | null {
     const model = this.find(id);
-    return model ? fitOf(model, this.device) : null;
+    return model ? fitOf(model, this.device, this.backend) : null;
+  }
+
+  /** A new Backend setting: every line that says where a model runs is redone. */
+  setBackend(backend: BackendRequest): void {
+    if (backend === this.backend) return;
+    this.backend = backend;
+    const chosen = this.select.value;
+    this.setModels(this.models); // the options' "not supported here" marks
+    if (chosen) this.choose(chosen);
   }
 
   find(id: string): ModelInfo | undefined {
@@ -78,7 +93,7 @@ export class ModelPicker {
     this.models = models;
     this.select.replaceChildren(
       ...models.map((m) => {
-        const fit = fitOf(m, this.device);
+        const fit = fitOf(m, this.device, this.backend);
         const mark = fit.level === "no" ? " — not supported here" : "";
         const size = m.download_bytes ? ` · ${formatBytes(m.download_bytes)}` : "";
         return h("option", { value: m.id }, `${modelLabel(m)} (${m.quantization ?? "?"}${size})${mark}`);
@@ -99,7 +114,7 @@ export class ModelPicker {
 
   /** The model to load first: the remembered one if it still exists and fits, else the first that fits. */
   initialChoice(remembered: string | null): ModelInfo | undefined {
-    const usable = this.models.filter((m) => fitOf(m, this.device).level !== "no");
+    const usable = this.models.filter((m) => fitOf(m, this.device, this.backend).level !== "no");
     return usable.find((m) => m.id === remembered) ?? usable[0];
   }
 
@@ -108,8 +123,10 @@ export class ModelPicker {
     this.showInfo(id);
   }
 
-  setLoaded(id: string | null): void {
+  /** The model the engine holds (its info says which backend runs it and why), or null. */
+  setLoaded(id: string | null, info: LoadedModel | null = null): void {
     this.loadedId = id;
+    this.loadedInfo = id !== null && info?.id === id ? info : null;
     this.renderList();
   }
 
@@ -119,7 +136,7 @@ export class ModelPicker {
       this.info.replaceChildren();
       return;
     }
-    const fit = fitOf(m, this.device);
+    const fit = fitOf(m, this.device, this.backend);
     const parts = [m.quantization ?? "?", `${formatBytes(m.download_bytes)} download`];
     if (m.task === "image" && this.details[m.id]) parts.push(this.details[m.id]!);
     if (m.context_window) parts.push(`${m.context_window.toLocaleString()} token context`);
@@ -156,7 +173,9 @@ export class ModelPicker {
     } else {
       // Initialization has no byte count: an indeterminate bar.
       this.progressBar.removeAttribute("value");
-      this.progressText.textContent = event.stage === "ready" ? `${label} is ready.` : `Preparing ${label} on the GPU…`;
+      const backend = this.fit(event.model)?.backend;
+      this.progressText.textContent =
+        event.stage === "ready" ? `${label} is ready.` : `Preparing ${label}${backend ? ` on ${backend}` : ""}…`;
     }
   }
 
@@ -187,7 +206,8 @@ export class ModelPicker {
     }
     this.list.replaceChildren(
       ...models.map((m) => {
-        const fit = fitOf(m, this.device);
+        const fit = fitOf(m, this.device, this.backend);
+        const running = m.id === this.loadedId ? this.loadedInfo : null;
         const cache = this.cached.get(m.id);
         const cacheText = cache
           ? `${formatBytes(cache.cachedBytes)} cached${cache.complete ? "" : ` of ${formatBytes(cache.totalBytes)}`}`
@@ -202,7 +222,7 @@ export class ModelPicker {
           }
           await this.refreshCache();
         });
-        const loaded = m.id === this.loadedId ? h("span", { class: "badge" }, "loaded") : "";
+        const loaded = m.id === this.loadedId ? h("span", { class: "badge" }, running ? `loaded · ${running.backend}` : "loaded") : "";
         const task = h("span", { class: "badge task-badge", "data-task": m.task }, m.task === "image" ? "Image" : "Chat");
         return h(
           "li",
@@ -220,12 +240,15 @@ export class ModelPicker {
             h("dd", {}, m.quantization ?? "?"),
             h("dt", {}, "Download"),
             h("dd", {}, formatBytes(m.download_bytes)),
-            h("dt", {}, "GPU memory"),
+            h("dt", {}, "Memory"),
             h("dd", {}, m.memory_bytes ? `~${formatBytes(m.memory_bytes)}` : "?"),
-            h("dt", {}, "Needs"),
+            h("dt", {}, "Backends"),
             h("dd", {}, requiredFeatures(m)),
           ),
-          h("p", { class: `fit fit-${fit.level}` }, fit.text),
+          // Loaded: what the engine did; else what it would do with the Backend setting.
+          running
+            ? h("p", { class: "fit fit-fits" }, `running on ${running.backend}: ${running.backendReason}`)
+            : h("p", { class: `fit fit-${fit.level}` }, fit.text),
           h("div", { class: "model-card-cache" }, h("span", { class: "cache-size" }, cacheText), remove),
         );
       }),

@@ -26,7 +26,7 @@ export async function probeDevice(): Promise<DeviceInfo> {
   } catch (error) {
     return none(`requestAdapter failed: ${String(error)}`);
   }
-  if (!adapter) return none("no WebGPU adapter");
+  if (!adapter) return none("no GPU adapter was returned"); // the engine's words (base/tvm.ts)
   const info = adapter.info as (GPUAdapterInfo & { isFallbackAdapter?: boolean }) | undefined;
   const name = [info?.vendor, info?.architecture, info?.description].filter(Boolean).join(" ") || "WebGPU adapter";
   const limits: Record<string, number> = {};
@@ -51,6 +51,8 @@ export interface Fit {
   /** The backend a load with `backend` would run (base/backend_choice.ts); null when none can. */
   backend: string | null;
   device: "webgpu" | "cpu" | null;
+  /** Why that backend runs here (the engine's LoadedModel.backendReason once loaded); null when none can. */
+  reason: string | null;
   /** One line for the picker: what runs and why, or what is missing. */
   text: string;
 }
@@ -72,8 +74,12 @@ export function fitOf(model: ModelInfo, device: DeviceInfo, backend: BackendRequ
     choice = chooseBackend(model.id, backends, device.webgpu, device.unavailable, backend);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    const f16 = /shader-f16/.test(message) ? " (use an f32 build of this model, e.g. q4f32)" : "";
-    return { level: "no", backend: null, device: null, text: `${message}${f16}` };
+    const hasCpu = Object.values(model.backends).some((b) => b.device === "cpu");
+    // The engine's error offers the CPU backend; a model without one needs WebGPU, so say that instead.
+    const text = device.webgpu === null && !hasCpu
+      ? `needs WebGPU (${device.unavailable ?? "unavailable"}): this model has no CPU backend`
+      : `${message}${/shader-f16/.test(message) ? " (use an f32 build of this model, e.g. q4f32)" : ""}`;
+    return { level: "no", backend: null, device: null, reason: null, text };
   }
   const where = choice.entry.device === "cpu" ? "CPU memory" : "GPU memory";
   const runs = `runs on ${choice.name}: ${choice.reason}`;
@@ -83,6 +89,7 @@ export function fitOf(model: ModelInfo, device: DeviceInfo, backend: BackendRequ
       level: "maybe",
       backend: choice.name,
       device: choice.entry.device,
+      reason: choice.reason,
       text: `${runs}; needs ~${formatBytes(need)} of ${where}, this device reports ${formatBytes(device.memoryBytes)} RAM`,
     };
   }
@@ -90,6 +97,7 @@ export function fitOf(model: ModelInfo, device: DeviceInfo, backend: BackendRequ
     level: "fits",
     backend: choice.name,
     device: choice.entry.device,
+    reason: choice.reason,
     text: need ? `${runs} (~${formatBytes(need)} ${where})` : runs,
   };
 }

@@ -5,6 +5,8 @@ export type Theme = "light" | "dark" | "auto";
 export type Layout = "inline" | "bubble";
 /** When the model is downloaded: on the first interaction with the widget (default), on page load, or only by its Load button / element.load(). */
 export type Autoload = "interaction" | "eager" | "manual";
+/** Where the model runs (loadModel's `backend`): "auto" lets the engine decide (WebGPU on a real GPU, else the CPU). */
+export type Backend = "auto" | "webgpu" | "wasm-cpu";
 
 /** The result of parsing one attribute: its value, or why the given text is refused. */
 export type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
@@ -82,6 +84,7 @@ export const COMMON = {
   theme: choice<Theme>("theme", ["light", "dark", "auto"], "auto"),
   layout: choice<Layout>("layout", ["inline", "bubble"], "inline"),
   autoload: choice<Autoload>("autoload", ["interaction", "eager", "manual"], "interaction"),
+  backend: choice<Backend>("backend", ["auto", "webgpu", "wasm-cpu"], "auto"),
   placeholder: text("placeholder"),
 };
 

@@ -1,14 +1,14 @@
 // What <webkiln-chat> and <webkiln-image> share: the open shadow root and its stylesheet,
 // attributes reflected as validated properties, theme and layout (inline box or bubble:
-// a launcher button that opens a panel), the "before download" card (name, size, whether
-// it fits this device), loading on first interaction, the progress bar, the error box
+// a launcher button that opens a panel), the "before download" card (name, size, which
+// backend would run it here and why), loading on first interaction, the progress bar, the error box
 // and the DOM events. Each subclass adds its own body (a chat log, an image) and form.
 
 import type { Engine, LoadedModel, LoadProgressEvent, ModelInfo } from "../engine";
 import { InvalidRequestError } from "../engine";
-import { fitOf, probeDevice, type DeviceInfo } from "../ui/device";
+import { fitOf, probeDevice, type DeviceInfo, type Fit } from "../ui/device";
 import { formatBytes } from "../ui/format";
-import { COMMON, type AttributeSpec, type Autoload, type Layout, type Theme } from "./attributes";
+import { COMMON, type AttributeSpec, type Autoload, type Backend, type Layout, type Theme } from "./attributes";
 import { sharedModel, type SharedModel } from "./shared";
 import { widgetStyles } from "./styles";
 
@@ -51,7 +51,7 @@ function detailOf(error: unknown): ErrorDetail {
 }
 
 let devicePromise: Promise<DeviceInfo> | null = null;
-/** The WebGPU adapter's features and limits, probed once per page. */
+/** The WebGPU adapter's features and limits (or why there is none), probed once per page. */
 const device = (): Promise<DeviceInfo> => (devicePromise ??= probeDevice());
 
 let nextId = 1;
@@ -68,6 +68,8 @@ export abstract class WidgetElement extends HTMLElement {
   private readonly attributeErrors = new Map<string, string>();
   private sharedRef: SharedModel | null = null;
   private infoRef: ModelInfo | null = null;
+  /** Which backend would run the model here, and why (before loading). */
+  private fitRef: Fit | null = null;
   private loadedRef: LoadedModel | null = null;
   private loadPromise: Promise<LoadedModel> | null = null;
   /** The last load failure (already reported): a request that fails because of it does not report it again. */
@@ -131,13 +133,15 @@ export abstract class WidgetElement extends HTMLElement {
       if (parsed.ok) this.values.set(name, parsed.value);
       else this.refuseAttribute(name, `${JSON.stringify(value)} ${parsed.reason}`);
     }
+    // These choose the engine and model the widget is bound to (shared.ts).
+    const binding = name === "model" || name === "models-url" || name === "backend";
     if (!this.connected) {
-      if (name === "model" || name === "models-url") this.sharedRef = null; // rebound on connect
+      if (binding) this.sharedRef = null; // rebound on connect
       return;
     }
     if (name === "theme") this.applyTheme();
     else if (name === "layout") this.applyLayout();
-    else if (name === "model" || name === "models-url") this.rebind();
+    else if (binding) this.rebind();
     this.attributeChanged(name);
   }
 
@@ -170,6 +174,12 @@ export abstract class WidgetElement extends HTMLElement {
   }
   set autoload(value: Autoload) {
     this.setAttribute("autoload", value);
+  }
+  get backend(): Backend {
+    return this.attributeValue("backend");
+  }
+  set backend(value: Backend) {
+    this.setAttribute("backend", value);
   }
   get model(): string {
     return this.attributeValue("model");
@@ -289,7 +299,7 @@ export abstract class WidgetElement extends HTMLElement {
   }
 
   private shared(): SharedModel {
-    this.sharedRef ??= sharedModel(locations.workerUrl, new URL("index.json", this.modelsUrl).href, this.model, this.task);
+    this.sharedRef ??= sharedModel(locations.workerUrl, new URL("index.json", this.modelsUrl).href, this.model, this.task, this.backend);
     return this.sharedRef;
   }
 
@@ -297,10 +307,14 @@ export abstract class WidgetElement extends HTMLElement {
   private rebind(): void {
     this.sharedRef = null;
     this.infoRef = null;
+    this.fitRef = null;
     this.loadedRef = null;
     this.loadPromise = null;
     this.clearError();
     this.progress.hidden = true;
+    // The card comes back (a load hid it) and describes the new binding.
+    this.info.hidden = false;
+    this.status.textContent = "";
     this.setReady(false);
     this.unsubscribe?.();
     const shared = this.shared();
@@ -315,7 +329,9 @@ export abstract class WidgetElement extends HTMLElement {
         if (shared !== this.sharedRef) return;
         this.infoRef = info;
         this.titleEl.textContent = info.name ?? info.id;
-        const fit = fitOf(info, dev);
+        // The engine's own decision for this backend attribute, before anything is downloaded.
+        const fit = fitOf(info, dev, this.backend);
+        this.fitRef = fit;
         this.info.replaceChildren(
           h("span", { part: "model-name" }, info.name && info.name !== info.id ? `${info.name} (${info.id})` : info.id),
           h("span", { part: "download-size" }, `${formatBytes(info.download_bytes)} download`),
@@ -344,7 +360,8 @@ export abstract class WidgetElement extends HTMLElement {
     this.clearError();
     this.loadButton.disabled = true;
     this.progress.hidden = false;
-    this.status.textContent = "Loading the model…";
+    const on = this.fitRef?.backend;
+    this.status.textContent = on ? `Loading the model on ${on}…` : "Loading the model…";
     const promise = shared.load((event) => this.showProgress(event));
     this.loadPromise = promise;
     promise.then(
@@ -353,7 +370,7 @@ export abstract class WidgetElement extends HTMLElement {
         this.loadedRef = loaded;
         this.progress.hidden = true;
         this.info.hidden = true;
-        this.status.textContent = `${loaded.id} ready (${loaded.backend})`;
+        this.status.textContent = `${loaded.id} ready on ${loaded.backend}: ${loaded.backendReason}`;
         this.setReady(true);
         this.emit("webkiln-ready", { model: loaded });
       },

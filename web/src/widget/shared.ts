@@ -1,6 +1,6 @@
 // One engine per model on a page: every widget showing the same model (same worker, same
-// models folder, same id) talks to the same Worker, which downloads and loads the model
-// once. The engine holds one model at a time, so widgets of different models (a chat and an
+// models folder, same id, same backend) talks to the same Worker, which downloads and loads
+// the model once. The engine holds one model at a time, so widgets of different models (a chat and an
 // image widget) get a Worker each instead of unloading each other's model on every request.
 //
 // The Worker (several MB: tvmjs, the tokenizer's wasm) starts only when a model is loaded or
@@ -8,6 +8,7 @@
 // in the page, through the engine's own registry (the same ModelInfo the engine computes).
 
 import { createEngine, ModelLoadError, type Engine, type LoadedModel, type LoadProgressEvent, type ModelInfo } from "../engine";
+import type { Backend } from "./attributes";
 import { ModelRegistry } from "../engine/registry";
 
 const listings = new Map<string, Promise<ModelInfo[]>>();
@@ -39,6 +40,8 @@ export class SharedModel {
     /** The model id the widgets asked for; "" for the index's first model of `task`. */
     private readonly wanted: string,
     private readonly task: "chat" | "image",
+    /** loadModel's `backend` (the widgets' backend attribute). */
+    private readonly backend: Backend,
   ) {}
 
   /** The engine (its Worker starts on first use). */
@@ -75,6 +78,7 @@ export class SharedModel {
         // The Worker's registry learns the index too (ids resolve, engine.cache.list() knows the model).
         await this.engine.listModels({ indexUrl: this.indexUrl });
         return this.engine.loadModel(info.id, {
+          backend: this.backend,
           onProgress: (event) => {
             this.lastProgress = event;
             for (const watcher of this.watchers) watcher(event);
@@ -113,11 +117,18 @@ export class SharedModel {
 
 const shared = new Map<string, SharedModel>();
 
-export function sharedModel(workerUrl: string, indexUrl: string, model: string, task: "chat" | "image"): SharedModel {
-  const key = JSON.stringify([workerUrl, indexUrl, model, task]);
+export function sharedModel(
+  workerUrl: string,
+  indexUrl: string,
+  model: string,
+  task: "chat" | "image",
+  backend: Backend,
+): SharedModel {
+  // A widget asking for another backend gets its own engine (one engine holds one loaded model).
+  const key = JSON.stringify([workerUrl, indexUrl, model, task, backend]);
   let found = shared.get(key);
   if (!found) {
-    found = new SharedModel(workerUrl, indexUrl, model, task);
+    found = new SharedModel(workerUrl, indexUrl, model, task, backend);
     shared.set(key, found);
   }
   return found;
