@@ -102,10 +102,18 @@ def test_manifest_files_and_index(built, tiny):
     assert m["tokenizer"]["max_length"] == 77 and m["tokenizer"]["eos_token_id"] == loaded.tokenizer.eos_token_id
     assert m["scheduler"]["class"] == "PNDMScheduler" and m["scheduler"]["beta_schedule"] == "scaled_linear"
     assert m["scheduler"]["num_train_timesteps"] == 1000 and m["scheduler"]["prediction_type"] == "epsilon"
-    assert list(m["backends"]) == ["webgpu-f32"]
+    assert list(m["backends"]) == ["webgpu-f32", "wasm-cpu"]
     backend = m["backends"]["webgpu-f32"]
     assert backend["wasm"] == "webgpu-f32.wasm" and backend["required_features"] == []
+    assert backend["device"] == "webgpu"
     assert (path / "webgpu-f32.wasm").read_bytes()[:4] == b"\0asm"
+    # The CPU library: its own .wasm, no WebGPU terms, and webgpu-f32's weight set (one set of shards).
+    cpu = m["backends"]["wasm-cpu"]
+    assert cpu["wasm"] == "wasm-cpu.wasm" and cpu["device"] == "cpu" and cpu["activation_dtype"] == "float32"
+    assert cpu["required_features"] == [] and cpu["required_limits"] == {}
+    assert cpu["tensors"] == backend["tensors"] == "float32" and list(m["tensors"]) == ["float32"]
+    cpu_wasm = (path / "wasm-cpu.wasm").read_bytes()
+    assert cpu_wasm[:4] == b"\0asm" and cpu_wasm != (path / "webgpu-f32.wasm").read_bytes()
     assert (path / "tokenizer.json").read_text() == loaded.tokenizer.tokenizer_json()
 
     # every file listed with its size and hash; shards content-addressed
@@ -138,24 +146,33 @@ def test_manifest_files_and_index(built, tiny):
     assert max(a["bytes"] for a in activations.values()) == limit  # the UNet's attention scores here
     assert activations["unet"]["bytes"] == 2 * 8 * 256 * 256 * 4 and "[2, 8, 256, 256]" in activations["unet"]["what"]
     memory = m["memory"]
+    assert memory == backend["memory"]  # the WebGPU backend's: the top-level estimate is the GPU's
     assert memory["weights_bytes"] == sum(sizes[s] for s in weights["shards"])
     assert limit <= memory["activations_bytes"]
     assert memory["total_bytes"] == memory["weights_bytes"] + memory["activations_bytes"]
+    # The CPU's need is the whole wasm heap: the same weights and activations, the library and
+    # the runtime's allowance (what the browser checks against wasm32's 4 GiB).
+    from webkiln.package.chat_build import CPU_HEAP_OVERHEAD
+
+    assert cpu["memory"] == {"weights_bytes": memory["weights_bytes"], "activations_bytes": memory["activations_bytes"],
+                             "total_bytes": memory["total_bytes"] + len(cpu_wasm) + CPU_HEAP_OVERHEAD}
 
     index = json.loads((out / "index.json").read_text())
     [entry] = index["models"]
     assert entry["id"] == "tiny-sd" and entry["task"] == "image" and entry["manifest"] == "tiny-sd/manifest.json"
     assert entry["download_bytes"] == sum(sizes.values()) and entry["memory_bytes"] == memory["total_bytes"]
+    assert entry["backends"] == {"webgpu-f32": {"device": "webgpu", "required_features": []},
+                                 "wasm-cpu": {"device": "cpu", "required_features": []}}
 
 
 def test_rebuild_reuses_the_compile_cache(built, tiny, capsys):
     out, path = built
-    before = (path / "webgpu-f32.wasm").read_bytes()
+    before = {name: (path / name).read_bytes() for name in ("webgpu-f32.wasm", "wasm-cpu.wasm")}
     code, log, err = _cli(capsys, "--model", str(tiny[1]), "--quantization", "f32", "--fast-link", "--id", "tiny-sd",
                           "--out", str(out))
     assert code == 0, err
-    assert REUSED in log
-    assert (path / "webgpu-f32.wasm").read_bytes() == before
+    assert log.count(REUSED) == 2  # both libraries, each under its own target's key
+    assert {name: (path / name).read_bytes() for name in before} == before
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging or old folder left
 
 
@@ -443,7 +460,8 @@ def test_sd15_plan_f16_at_512_fits_the_default_128_mib_bindings(sd15, tmp_path, 
     loaded = load_source(sd15)
     n_params = {c: parameter_count(param_specs(c, loaded.components[c].config)) for c in loaded.components}
     assert n_params["unet"] == 859_520_964
-    assert list(m["backends"]) == ["webgpu-f32", "webgpu-f16"]
+    assert list(m["backends"]) == ["webgpu-f32", "webgpu-f16", "wasm-cpu"]
+    cpu = m["backends"].pop("wasm-cpu")
     for name, backend in m["backends"].items():
         limit = backend["required_limits"]["maxStorageBufferBindingSize"]
         records = m["tensors"][backend["tensors"]]["records"]
@@ -467,6 +485,14 @@ def test_sd15_plan_f16_at_512_fits_the_default_128_mib_bindings(sd15, tmp_path, 
     assert f32["weights_bytes"] == 4 * sum(n_params.values())
     assert 0.5 * f32["weights_bytes"] < f16["weights_bytes"] < 0.51 * f32["weights_bytes"]  # norms stay f32
     assert m["memory"] == f16 and f16["total_bytes"] < 4 * 2**30
+    # The CPU library reads the float32 set (WebAssembly has no f16 arithmetic): 3.8 GiB of weights
+    # alone, so SD 1.5 cannot fit wasm32's 4 GiB; it is listed with that need (the browser refuses
+    # it by it, before any download) and the build says so.
+    assert cpu["device"] == "cpu" and cpu["tensors"] == "float32" and cpu["required_limits"] == {}
+    assert cpu["memory"]["weights_bytes"] == f32["weights_bytes"]
+    assert cpu["memory"]["activations_bytes"] == f32["activations_bytes"]
+    assert cpu["memory"]["total_bytes"] > 4 * 2**30
+    assert "wasm-cpu needs 4.53 GiB" in log and "more than wasm32's 4 GiB" in log, log
 
 
 # --- SD 2.1 (768x768, v-prediction) and SD-Turbo (SD 2.1 base at 512x512), plan only ------------
@@ -512,7 +538,9 @@ def test_sd2_and_turbo_plans_fit_the_default_128_mib_bindings(name, tmp_path, ca
     if turbo:
         assert m["generation"]["steps"] == 1 and m["generation"]["guidance_scale"] == 0
         assert m["scheduler"]["timestep_spacing"] == "trailing"
-    assert list(m["backends"]) == ["webgpu-f32", "webgpu-f16"]
+    assert list(m["backends"]) == ["webgpu-f32", "webgpu-f16", "wasm-cpu"]
+    cpu = m["backends"].pop("wasm-cpu")
+    assert cpu["tensors"] == "float32" and cpu["memory"]["total_bytes"] > 4 * 2**30  # f32 SD 2.x: over wasm32
     for backend in m["backends"].values():
         limit = backend["required_limits"]["maxStorageBufferBindingSize"]
         records = m["tensors"][backend["tensors"]]["records"]

@@ -1,6 +1,8 @@
 """The default image model (shapes-t2i, committed in python/webkiln/default_models) in headless
-Chromium: `build_web --model default-image` builds it, the Worker engine loads it, and
-images.generate draws prompts from the model's fixed evaluation set. Each browser image is
+Chromium: `build_web --model default-image` builds it (webgpu-f32 and wasm-cpu, one set of
+float32 shards), the Worker engine loads it on each backend in turn (WebGPU on SwiftShader,
+and the CPU library, each its own test with the same tolerance), and images.generate draws
+prompts from the model's fixed evaluation set. Each browser image is
 compared with diffusers' StableDiffusionPipeline on the CPU started from the same initial
 latents (webkiln.image_noise.GaussianNoise(seed)), and both are judged by the quality
 check (`webkiln.train.shapes.judge`: the object's colour and position against the prompt):
@@ -55,6 +57,16 @@ def test_default_image_alias_builds_the_committed_model(site):
         (IMAGE_MODEL_DIR / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]
     index = json.loads((site / "models" / "index.json").read_text())
     assert [m["id"] for m in index["models"]] == ["shapes-t2i-f32"]
+    # Both libraries, one float32 weight set: the CPU reads webgpu-f32's shards.
+    backends = manifest["backends"]
+    assert {k: (v["device"], v["tensors"]) for k, v in backends.items()} == {
+        "webgpu-f32": ("webgpu", "float32"), "wasm-cpu": ("cpu", "float32")}
+    assert list(manifest["tensors"]) == ["float32"]
+    cpu = backends["wasm-cpu"]["memory"]
+    library = (model_dir / "wasm-cpu.wasm").stat().st_size
+    assert cpu["weights_bytes"] == backends["webgpu-f32"]["memory"]["weights_bytes"]
+    assert cpu["total_bytes"] > cpu["weights_bytes"] + cpu["activations_bytes"] + library
+    assert index["models"][0]["backends"]["wasm-cpu"] == {"device": "cpu", "required_features": []}
 
 
 def _reference(pipe, prompt: str, seed: int) -> np.ndarray:
@@ -107,7 +119,14 @@ def _matches_diffusers_and_passes(pipe, runs: list[tuple[str, dict]], where: str
     assert sum(ours_ok) >= 2
 
 
-def test_default_image_model_in_the_browser_matches_diffusers_and_passes_the_check(browser, site, pipe):
+# Each backend its own test, with the same tolerance and check: the WGSL library on WebGPU
+# (SwiftShader here; asked for by name, since "auto" picks the CPU on a fallback adapter)
+# and the WebAssembly SIMD library on the CPU.
+BACKENDS = {"webgpu": "webgpu-f32", "wasm-cpu": "wasm-cpu"}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_default_image_model_in_the_browser_matches_diffusers_and_passes_the_check(browser, site, pipe, backend):
     with LiveServer(site) as server:
         context = browser.new_context()
         page = context.new_page()
@@ -115,10 +134,10 @@ def test_default_image_model_in_the_browser_matches_diffusers_and_passes_the_che
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{server.url}/chat.html")
         page.wait_for_function("window.webkilnChat !== undefined")
-        runs = page.evaluate("""async ([prompts, steps, guidance]) => {
+        loaded, runs = page.evaluate("""async ([prompts, steps, guidance, backend]) => {
             const engine = window.webkilnChat.createEngine();
             await engine.listModels();
-            await engine.loadModel("shapes-t2i-f32");
+            const loaded = await engine.loadModel("shapes-t2i-f32", {backend});
             const out = [];
             for (let i = 0; i < prompts.length; i++) {
                 const r = await engine.images.generate({prompt: prompts[i], seed: i, steps, guidance_scale: guidance,
@@ -126,11 +145,12 @@ def test_default_image_model_in_the_browser_matches_diffusers_and_passes_the_che
                 out.push([r.data[0].b64_json, r.usage.extra]);
             }
             engine.terminate();
-            return out;
-        }""", [PROMPTS, STEPS, GUIDANCE])
+            return [{backend: loaded.backend, device: loaded.device}, out];
+        }""", [PROMPTS, STEPS, GUIDANCE, backend])
         context.close()
     assert errors == []
-    _matches_diffusers_and_passes(pipe, runs, "browser")
+    assert loaded == {"backend": BACKENDS[backend], "device": "cpu" if backend == "wasm-cpu" else "webgpu"}
+    _matches_diffusers_and_passes(pipe, runs, f"browser {BACKENDS[backend]}")
 
 
 def test_default_image_model_on_node_dawn_matches_diffusers_and_passes_the_check(site, pipe):
@@ -140,7 +160,8 @@ def test_default_image_model_on_node_dawn_matches_diffusers_and_passes_the_check
     from webkiln.bench_image import run_node_dawn
 
     out = run_node_dawn(site, "models/shapes-t2i-f32/manifest.json", PROMPTS, list(range(len(PROMPTS))),
-                        {"steps": STEPS, "guidance_scale": GUIDANCE, "scheduler": "euler"}, timeout=1200)
+                        {"steps": STEPS, "guidance_scale": GUIDANCE, "scheduler": "euler"}, timeout=1200,
+                        backend="webgpu")
     print(f"Node + Dawn adapter: {out['adapter']} ({out['dawn']})")
     assert out["loaded"] == {"id": "shapes-t2i-f32", "backend": "webgpu-f32"}
     _matches_diffusers_and_passes(pipe, [(r["png"], r["extra"]) for r in out["runs"]], "node-dawn")

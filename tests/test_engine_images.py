@@ -1,5 +1,8 @@
 """The engine's images.generate (web/src/engine, web/src/image/image_model.ts, png.ts) in
-headless Chromium (WebGPU on SwiftShader), through the Worker engine.
+headless Chromium, through the Worker engine, on the backend "auto" picks: here the CPU
+library (wasm-cpu), because the only WebGPU adapter is SwiftShader, a CPU fallback. (The
+WebGPU path of the same engine has its own test against diffusers in
+tests/test_default_image_model.py.)
 
 The tiny fixed-seed random Stable Diffusion pipeline of tests/test_diffusion_native.py is
 built with build_web (f32, fast link, --size 16: latents 8x8) into a copy of site/, loaded
@@ -88,8 +91,8 @@ def page(browser, image_site):
         context.close()
 
 
-# Loads only when another model (or none) is loaded: on SwiftShader a fresh device compiles every
-# shader again on first use (about a minute for this model), so the tests share one load.
+# Loads only when another model (or none) is loaded: the tests share one load (on WebGPU/SwiftShader a
+# fresh device would compile every shader again on first use, about a minute for this model).
 LOAD = """async ([which, model]) => {
     const e = window.engines[which];
     const models = await e.listModels();
@@ -153,14 +156,17 @@ def _png(response: dict) -> Image.Image:
     return image
 
 
-# The Worker engine only: the in-page one is the same LocalEngine, and each engine's first run
-# costs about a minute of shader compilation on SwiftShader.
+# The Worker engine only: the in-page one is the same LocalEngine.
 @pytest.mark.parametrize("which", ["worker"])
 def test_generate_matches_diffusers(page, tiny, which):
     got = page.evaluate(LOAD, [which, MODEL])
     model = next(m for m in got["models"] if m["id"] == MODEL)
     assert model["task"] == "image" and model["manifestUrl"].endswith(f"/models/{MODEL}/manifest.json")
-    assert got["info"]["id"] == MODEL and got["info"]["task"] == "image" and got["info"]["backend"] == "webgpu-f32"
+    info = got["info"]
+    assert info["id"] == MODEL and info["task"] == "image"
+    # "auto" on a fallback adapter: the CPU library, and the engine says why.
+    assert info["backend"] == "wasm-cpu" and info["device"] == "cpu", info
+    assert "swiftshader" in info["backendReason"] and "CPU fallback" in info["backendReason"], info
 
     seed, steps, guidance = 1234, 2, 7.5
     request = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "n": 1, "size": f"{SIZE}x{SIZE}", "seed": seed,

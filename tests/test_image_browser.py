@@ -1,10 +1,11 @@
-"""web/src/image/pipeline.ts in headless Chromium (WebGPU on SwiftShader) against diffusers.
+"""web/src/image/pipeline.ts in headless Chromium against diffusers, on both backends: WebGPU
+(SwiftShader here) and the CPU (wasm-cpu, WebAssembly SIMD), each its own run of every test.
 
 The tiny fixed-seed random Stable Diffusion pipeline of tests/test_diffusion_native.py
-(made by its make_tiny_pipeline) is compiled for webgpu, component by component (fast
-link, float32, latents 8x8 -> 16x16 images, UNet batch 2), and its parameters written as
-one raw .bin per component with a JSON index (test_image_pipeline_entry.ts loads them).
-In the browser:
+(made by its make_tiny_pipeline) is compiled for webgpu and for wasm-cpu, component by
+component (fast link, float32, latents 8x8 -> 16x16 images, UNet batch 2), and its
+parameters written as one raw .bin per component with a JSON index per backend (the two
+read the same .bin files; test_image_pipeline_entry.ts loads them). In the browser:
 
 * text embeddings, one batch-2 UNet noise prediction with a different timestep per half,
   and one VAE decode match transformers / diffusers;
@@ -17,9 +18,10 @@ In the browser:
 * a run aborted from its progress callback (which first decodes a preview) stops with an
   AbortError.
 
-Tolerance: max |browser - reference| <= REL * max(1, max |reference|). SwiftShader's f32
-math (exp, rsqrt, fused or unfused multiply-adds, reduction order) differs from PyTorch's
-CPU kernels in the last bits; the measured errors are printed (`pytest -s`).
+Tolerance, the same on both backends: max |browser - reference| <= REL * max(1, max |reference|).
+SwiftShader's f32 math and the wasm-cpu library's (exp, rsqrt, fused or unfused
+multiply-adds, reduction order) differ from PyTorch's CPU kernels in the last bits; the
+measured errors are printed (`pytest -s`).
 
 The bundle is built with a one-off esbuild call into a temporary site, so this file does
 not depend on web/build.mjs."""
@@ -53,6 +55,8 @@ PROMPT = "a photo of the red cat"
 # Measured (SwiftShader, this machine): components <= 6e-6 relative, whole 2-step runs <= 4e-6
 # relative on the latents (guidance 7.5 amplifies the UNet's error), <= 4e-6 on the image.
 REL = 1e-4
+# Each backend keeps its own run of every test: the compile target of its libraries.
+BACKENDS = ("webgpu", "wasm-cpu")
 SCHEDULERS = {"euler": EulerDiscreteScheduler, "dpmpp_2m": DPMSolverMultistepScheduler,
               "euler_a": EulerAncestralDiscreteScheduler}
 JS = "window.webkilnImagePipelineTest"
@@ -109,28 +113,34 @@ def site(tiny, tmp_path_factory):
     model = root / "model"
     model.mkdir()
     components = {}
-    t0 = time.monotonic()
+    exported = {}
     for name in ("text_encoder", "unet", "vae"):
         mod, specs = loaded.export(name, "float32", latent_height=LATENT, latent_width=LATENT, batch=2)
-        build_module(mod, "webgpu", model / f"{name}.wasm", LinkMode.FAST)
+        exported[name] = mod
         extra = {"batch": 2} if name == "unet" else {}
         components[name] = _write_component(model, name, specs, loaded.components[name].params(), **extra)
-    print(f"\ncompiled the three components for webgpu in {time.monotonic() - t0:.1f} s")
     text, unet, vae = loaded.text_encoder.config, loaded.unet.config, loaded.vae.config
-    index = {
-        "constants": {"latentChannels": vae.latent_channels, "latentHeight": LATENT, "latentWidth": LATENT,
-                      "textLength": text.max_position_embeddings, "textHidden": text.hidden_size,
-                      "vaeScalingFactor": vae.scaling_factor, "vaeShiftFactor": None, "dtype": "float32"},
-        "scheduler": loaded.scheduler,
-        "components": components,
-    }
     assert unet.cross_attention_dim == text.hidden_size
-    (model / "index.json").write_text(json.dumps(index))
+    for backend in BACKENDS:  # one library per component and backend, one .bin per component
+        t0 = time.monotonic()
+        (model / backend).mkdir()
+        for name, mod in exported.items():
+            build_module(mod, backend, model / backend / f"{name}.wasm", LinkMode.FAST)
+        print(f"\ncompiled the three components for {backend} in {time.monotonic() - t0:.1f} s")
+        index = {
+            "constants": {"latentChannels": vae.latent_channels, "latentHeight": LATENT, "latentWidth": LATENT,
+                          "textLength": text.max_position_embeddings, "textHidden": text.hidden_size,
+                          "vaeScalingFactor": vae.scaling_factor, "vaeShiftFactor": None, "dtype": "float32"},
+            "scheduler": loaded.scheduler,
+            "components": {name: {**c, "wasm": f"{backend}/{c['wasm']}"} for name, c in components.items()},
+        }
+        (model / f"index-{backend}.json").write_text(json.dumps(index))
     return root
 
 
-@pytest.fixture(scope="module")
-def page(browser, site):
+@pytest.fixture(scope="module", params=BACKENDS)
+def page(request, browser, site):
+    backend = request.param
     with LiveServer(site) as server:
         context = browser.new_context()
         page = context.new_page()
@@ -138,8 +148,10 @@ def page(browser, site):
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{server.url}/test-image-pipeline.html")
         page.wait_for_function(f"{JS} !== undefined", timeout=10_000)
-        info = page.evaluate(f"{JS}.load('model/index.json')")
+        info = page.evaluate(f"([u, b]) => {JS}.load(u, b)", [f"model/index-{backend}.json", backend])
         print(f"\nloaded the pipeline in the browser in {info['loadMs']:.0f} ms ({info['adapter']})")
+        if backend == "wasm-cpu":
+            assert info["adapter"] == "CPU (WebAssembly SIMD)"
         yield page
         assert not errors, errors
         context.close()

@@ -1,9 +1,9 @@
 """The Images tab of the app (site/index.html, web/src/app/images_view.ts, gallery.ts).
 
 The tiny random Stable Diffusion pipeline of tests/test_engine_images.py (--size 16) is the
-only model of a copy of site/. In headless Chromium (WebGPU on SwiftShader) the test
-switches to Images (the tab is remembered), generates ONE image (2 steps, seed 7: the first
-run on a fresh device spends about a minute compiling shaders), watches the per-step
+only model of a copy of site/. In headless Chromium (the app's default backend, "auto", runs
+its CPU library here: the only WebGPU adapter is SwiftShader, a CPU fallback) the test
+switches to Images (the tab is remembered), generates ONE image (2 steps, seed 7), watches the per-step
 progress and the preview shown during the run, downloads the PNG and reads its A1111
 "parameters" chunk with PIL, makes two more with Images = 2 (seeds 8 and 9, both in the
 gallery), checks that the gallery keeps the images across a reload, takes desktop and
@@ -27,7 +27,8 @@ from test_engine_images import MODEL, SIZE, image_site, tiny  # noqa: E402,F401 
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 LOAD_TIMEOUT = 180_000
-GENERATE_TIMEOUT = 240_000  # shader compilation on a fresh SwiftShader device (~1 min) plus 2 steps
+# Generous: were it WebGPU on SwiftShader, a fresh device compiles every shader first (~1 min).
+GENERATE_TIMEOUT = 240_000
 PROMPT = "a small red cat"
 NEGATIVE = "blurry"
 

@@ -1,16 +1,18 @@
 """`webkiln bench-image`: seconds per image and per denoising step of the default image model
-(shapes-t2i) in the browser (headless Chromium, WebGPU, through the Worker engine's
-images.generate) and on the CPU with diffusers (PyTorch), measured side by side in one run.
+(shapes-t2i) in the browser (headless Chromium, through the Worker engine's images.generate,
+on each --backend: WebGPU and/or the wasm-cpu library) and on the CPU with diffusers
+(PyTorch), measured side by side in one run.
 
 What is measured (see BENCHMARKS.md for results and caveats):
   build      build_web --model default-image --quantization f32 (or --quantization f16: the
              f16 library too, which the engine takes where the device has shader-f16) into a temporary site
              (the compile cache as the machine has it: the log says whether the library
              was compiled or reused).
-  load       engine.loadModel() in a fresh Chromium profile (network from the local dev
-             server; includes creating the WebGPU device and uploading the weights).
-  first      the first images.generate() after the load: includes compiling every
-             compute pipeline (on SwiftShader that dominates).
+  load       engine.loadModel(id, {backend}) in a fresh Chromium profile per backend
+             (network from the local dev server; includes creating the WebGPU device, or
+             instantiating the CPU library, and uploading the weights).
+  first      the first images.generate() after the load: on WebGPU it includes compiling
+             every compute pipeline (on SwiftShader that dominates).
   warm       --images further generations (one prompt each from the fixed evaluation
              prompts, seeds 0..N-1), the model's default steps, guidance and scheduler:
              seconds per image, per denoising step (one UNet call on a batch of 2 for
@@ -63,15 +65,19 @@ from .sources.default_model import IMAGE_ALIAS, IMAGE_MODEL_DIR, resolve_alias
 from .toolchain.link import LinkMode
 from .train import shapes
 
-_GENERATE_JS = """async ([model, prompts, seeds, first]) => {
+# The browser backends a run measures by default, each in its own fresh profile of the same
+# Chromium: WebGPU (SwiftShader on a machine without a GPU) and the CPU library.
+BROWSER_BACKENDS = ("webgpu", "wasm-cpu")
+
+_GENERATE_JS = """async ([model, prompts, seeds, first, backend]) => {
   const engine = window.benchEngine ??= window.webkilnChat.createEngine();
   const out = {};
   if (first) {
     await engine.listModels();
     const t0 = performance.now();
-    const loaded = await engine.loadModel(model);
+    const loaded = await engine.loadModel(model, {backend});
     out.loadMillis = performance.now() - t0;
-    out.loaded = {id: loaded.id, backend: loaded.backend};
+    out.loaded = {id: loaded.id, backend: loaded.backend, reason: loaded.backendReason};
   }
   out.runs = [];
   for (let i = 0; i < prompts.length; i++) {
@@ -99,16 +105,18 @@ def _judge_png(b64: str, prompt: str) -> dict:
     return {"colour_ok": v["colour_ok"], "position_ok": v["position_ok"]}
 
 
-def bench_browser(site: Path, model_id: str, prompts: list[str], executable: str) -> dict:
+def bench_browser(site: Path, model_id: str, prompts: list[str], executable: str, backend: str = "auto") -> dict:
+    """`backend`: loadModel's ("auto", "webgpu", "wasm-cpu")."""
     with chromium(site, executable, "webkiln-bench-image-profile-") as browser:
         page = browser.page()
         user_agent = page.evaluate("navigator.userAgent")
         adapter = page.evaluate(ADAPTER_JS)
-        log("load + first image (compiles every pipeline; minutes on SwiftShader)...")
-        first = page.evaluate(_GENERATE_JS, [model_id, prompts[:1], [0], True])
-        log(f"load {first['loadMillis'] / 1000:.2f} s, first image {first['runs'][0]['wallMillis'] / 1000:.1f} s")
-        log(f"{len(prompts)} warm images...")
-        warm = page.evaluate(_GENERATE_JS, [model_id, prompts, list(range(len(prompts))), False])
+        log(f"[{backend}] load + first image (on WebGPU it compiles every pipeline: minutes on SwiftShader)...")
+        first = page.evaluate(_GENERATE_JS, [model_id, prompts[:1], [0], True, backend])
+        log(f"[{backend}] loaded {first['loaded']['backend']} ({first['loaded']['reason']}) in "
+            f"{first['loadMillis'] / 1000:.2f} s, first image {first['runs'][0]['wallMillis'] / 1000:.1f} s")
+        log(f"[{backend}] {len(prompts)} warm images...")
+        warm = page.evaluate(_GENERATE_JS, [model_id, prompts, list(range(len(prompts))), False, backend])
         browser.check()
 
     return {"user_agent": user_agent, "adapter": adapter,
@@ -147,10 +155,12 @@ DAWN_ADAPTERS = [{"dawn": ["backend=vulkan"], "featureLevel": "core"},
 
 
 def run_node_dawn(site: Path, manifest: str, prompts: list[str], seeds: list[int], options: dict | None = None,
-                  adapters: list[dict] | None = None, timeout: float = TIMEOUT_MS / 1000) -> dict:
+                  adapters: list[dict] | None = None, timeout: float = TIMEOUT_MS / 1000,
+                  backend: str = "webgpu") -> dict:
     """images.generate for each prompt in one Node process on Dawn (web/src/node/bench_image.ts),
     the site served by the dev server; `manifest` is relative to the site. Its progress goes to
-    stderr as it runs; returns the runner's JSON ({adapter, dawn, loaded, loadMillis, runs})."""
+    stderr as it runs; returns the runner's JSON ({adapter, dawn, loaded, loadMillis, runs}).
+    `backend`: loadModel's (WebGPU by default: Dawn is what this side measures)."""
     if not NODE_RUNNER.is_file():
         raise BenchError(f"{NODE_RUNNER} is missing: run `cd web && node build.mjs` first")
     env = dict(os.environ)
@@ -158,7 +168,7 @@ def run_node_dawn(site: Path, manifest: str, prompts: list[str], seeds: list[int
     env.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
     with serve(site) as url:
         request = {"baseUrl": f"{url}/", "model": manifest, "prompts": prompts, "seeds": seeds,
-                   "options": options or {}, "adapters": adapters or DAWN_ADAPTERS}
+                   "options": options or {}, "adapters": adapters or DAWN_ADAPTERS, "backend": backend}
         proc = subprocess.run(["node", str(NODE_RUNNER)], input=json.dumps(request), stdout=subprocess.PIPE,
                               text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
@@ -223,7 +233,11 @@ def bench_reference(model_dir: Path, prompts: list[str], steps: int, guidance: f
     }
 
 
-SIDES = {"browser": "browser", "node_dawn": "Node + Dawn"}
+def _browser_key(backend: str) -> str:
+    return f"browser_{backend.replace('-', '_')}"
+
+
+SIDES = {**{_browser_key(b): f"browser {b}" for b in ("auto", *BROWSER_BACKENDS)}, "node_dawn": "Node + Dawn"}
 
 
 def table(results: dict) -> str:
@@ -243,6 +257,10 @@ def table(results: dict) -> str:
     rows.append(("  diffusers CPU", fmt(r["image_seconds_median"], " s"), f"median of {len(r['image_seconds'])}"))
     for key in sides:
         rows.append((f"  {SIDES[key]}/diffusers", fmt(results["ratios"][key]["image"]), "time ratio (>1: slower)"))
+    cpu, gpu = sides.get(_browser_key("wasm-cpu")), sides.get(_browser_key("webgpu"))
+    if cpu and gpu:
+        rows.append(("  browser webgpu/wasm-cpu", fmt(gpu["image_seconds_median"] / cpu["image_seconds_median"]),
+                     "same Chromium (>1: the CPU library is faster)"))
     rows.append(("denoising step", "", "UNet (batch of 2 with guidance) + scheduler"))
     for key, side in sides.items():
         rows.append((f"  {SIDES[key]}", fmt(side["step_seconds_median"] * 1000, " ms"), "median"))
@@ -259,15 +277,20 @@ def table(results: dict) -> str:
 
 
 def run_image_bench(out: str | Path, images: int = 5, threads: int = 2, executable: str = CHROMIUM,
-                    browser: bool = True, node_dawn: bool = False, quantization: str = "f32") -> dict:
+                    browser: bool = True, node_dawn: bool = False, quantization: str = "f32",
+                    backends: tuple[str, ...] = BROWSER_BACKENDS) -> dict:
+    """`backends`: the browser sides, one fresh Chromium profile each ("auto", "webgpu", "wasm-cpu")."""
     if images < 1:
         raise BenchError("--images must be at least 1")
     if not (browser or node_dawn):
         raise BenchError("nothing to measure: --no-browser needs --node-dawn")
+    unknown = [b for b in backends if _browser_key(b) not in SIDES]
+    if unknown or not backends:
+        raise BenchError(f"--backend {', '.join(unknown) or '(none)'}: choose auto, webgpu or wasm-cpu")
     started = time.perf_counter()
     facts = machine_facts(executable)
     prompts = shapes.eval_prompts(max(images, 1))[:images]
-    sides: dict[str, dict | None] = {"browser": None, "node_dawn": None}
+    sides: dict[str, dict | None] = {key: None for key in SIDES}
     with tempfile.TemporaryDirectory(prefix="webkiln-bench-image-site-") as tmp:
         site = assemble_site(Path(tmp) / "site", ("app.js", "engine-worker.js") if browser else ("app.js",))
         build, model_dir = bench_build(site / "models", quantization)
@@ -275,7 +298,8 @@ def run_image_bench(out: str | Path, images: int = 5, threads: int = 2, executab
         files_bytes = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
         wasm_bytes = sum(p.stat().st_size for p in model_dir.glob("*.wasm"))
         if browser:
-            sides["browser"] = bench_browser(site, model_dir.name, prompts, executable)
+            for backend in dict.fromkeys(backends):
+                sides[_browser_key(backend)] = bench_browser(site, model_dir.name, prompts, executable, backend)
         if node_dawn:
             sides["node_dawn"] = bench_node_dawn(site, model_dir.name, prompts)
     ran = {k: v for k, v in sides.items() if v}
@@ -289,7 +313,7 @@ def run_image_bench(out: str | Path, images: int = 5, threads: int = 2, executab
                   "backends": sorted(manifest["backends"])},
         "prompts": prompts,
         "build": build,
-        **sides,
+        **{k: v for k, v in sides.items() if v},
         "reference": reference,
         "ratios": {k: {"image": v["image_seconds_median"] / reference["image_seconds_median"],
                        "step": v["step_seconds_median"] / reference["step_seconds_median"]} for k, v in ran.items()},

@@ -101,7 +101,8 @@ def _bench_image(args: argparse.Namespace) -> int:
     from .bench_image import run_image_bench, table
 
     results = run_image_bench(args.out, images=args.images, threads=args.threads, executable=args.chromium,
-                              browser=args.browser, node_dawn=args.node_dawn, quantization=args.quantization)
+                              browser=args.browser, node_dawn=args.node_dawn, quantization=args.quantization,
+                              backends=tuple(args.backend or ("webgpu", "wasm-cpu")))
     print(table(results))
     print(f"[webkiln] results written to {args.out}")
     return 0
@@ -158,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     bench_image.add_argument("--quantization", choices=["f32", "f16"], default="f32",
                              help="f32 (default) or f16 (also the webgpu-f16 library, used where the device has "
                              "shader-f16)")
+    bench_image.add_argument("--backend", action="append", choices=["auto", "webgpu", "wasm-cpu"],
+                             help="browser backend to measure, each in a fresh profile of the same Chromium; "
+                             "repeatable (default: webgpu and wasm-cpu, side by side)")
     bench_image.add_argument("--node-dawn", action="store_true",
                              help="also run the engine in Node on Dawn (npm webgpu): Vulkan on a GPU, else OpenGL ES")
     bench_image.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True,
@@ -203,7 +207,8 @@ def build_web_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context-window", type=int, default=DEFAULT_CONTEXT,
                         help=f"chat: KV cache length in tokens (default {DEFAULT_CONTEXT})")
     parser.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=True,
-                        help="chat: also build the wasm-cpu library (WebAssembly SIMD, runs without WebGPU; default on)")
+                        help="also build the wasm-cpu library (WebAssembly SIMD, runs without WebGPU; default on; image "
+                        "models: it reads the f32 weights of webgpu-f32)")
     parser.add_argument("--prefill-chunk", type=int, default=DEFAULT_PREFILL_CHUNK, help="chat: largest prefill step")
     parser.add_argument("--size", type=_image_size,
                         help="image: output size in pixels, N or WxH (default: the UNet's sample_size x the VAE "
@@ -274,6 +279,7 @@ def _build_image(args: argparse.Namespace, pipeline: DiffusersPipeline, link_mod
     result = build_image_model(
         pipeline, args.out, quantization, model_id=args.model_id, size=args.size, link_mode=link_mode,
         turbo=args.turbo, max_binding=args.max_binding_mib * 2**20, plan_only=args.plan_only is not None,
+        cpu=args.cpu,
     )
     if args.plan_only is not None:
         m = result
@@ -282,9 +288,11 @@ def _build_image(args: argparse.Namespace, pipeline: DiffusersPipeline, link_mod
               f"{steps} step{'s' if steps != 1 else ''}, guidance {m['generation']['guidance_scale']}")
         for name, backend in m["backends"].items():
             mem = backend["memory"]
-            print(f"  {name}: largest binding {backend['required_limits']['maxStorageBufferBindingSize'] / 2**20:.1f}"
-                  f" MiB, weights {mem['weights_bytes'] / 2**20:.1f} MiB + activations "
-                  f"{mem['activations_bytes'] / 2**20:.1f} MiB = {mem['total_bytes'] / 2**20:.1f} MiB")
+            # The CPU backend binds no GPU buffers; its total is the wasm heap (plus the library, once compiled).
+            binding = backend["required_limits"].get("maxStorageBufferBindingSize")
+            where = f"largest binding {binding / 2**20:.1f} MiB" if binding is not None else "wasm heap"
+            print(f"  {name}: {where}, weights {mem['weights_bytes'] / 2**20:.1f} MiB + activations "
+                  f"{mem['activations_bytes'] / 2**20:.1f} MiB -> {mem['total_bytes'] / 2**20:.1f} MiB")
         if args.plan_only:
             Path(args.plan_only).write_text(json.dumps(m, indent=1))
             print(f"[webkiln] planned manifest written to {args.plan_only}")

@@ -1,7 +1,8 @@
 // Test-only bundle (tests/site/test-image-pipeline.html, tests/test_image_browser.py): loads the
 // three compiled diffusion components and their raw parameters from a JSON index the test
-// writes, builds an ImagePipeline, and exposes its calls on `window.webkilnImagePipelineTest`
-// with plain-array results for Playwright's page.evaluate.
+// writes, on WebGPU or on the CPU (libraries compiled for webgpu or wasm-cpu), builds an
+// ImagePipeline, and exposes its calls on `window.webkilnImagePipelineTest` with plain-array
+// results for Playwright's page.evaluate.
 //
 // Index (index.json next to the files):
 //   { constants: ImageModelConstants, scheduler: scheduler_config.json object,
@@ -9,7 +10,7 @@
 //   C = { wasm: "text_encoder.wasm", bin: "text_encoder.bin",
 //         params: [{ name, shape, dtype, offset, nbytes }, ...] }   (entry point order)
 
-import { createWebGPUDevice, fetchBytes, loadModule } from "../../web/src/base/tvm";
+import { createWebGPUDevice, fetchBytes, loadModule, type Backend } from "../../web/src/base/tvm";
 import {
   type GenerateOptions,
   type ImageComponent,
@@ -42,19 +43,20 @@ function current(): ImagePipeline {
   return pipeline;
 }
 
-async function load(indexUrl: string): Promise<{ loadMs: number; adapter: string }> {
+/** `backend`: where the index's libraries run ("webgpu" or "wasm-cpu": what they were compiled for). */
+async function load(indexUrl: string, backend: Backend = "webgpu"): Promise<{ loadMs: number; adapter: string }> {
   const t0 = performance.now();
   pipeline?.dispose();
   pipeline = null;
   const base = new URL(indexUrl, location.href);
   const index = (await (await fetch(base)).json()) as PipelineIndex;
-  const gpu = await createWebGPUDevice();
+  const gpu = backend === "webgpu" ? await createWebGPUDevice() : undefined;
   const component = async (c: ComponentIndex): Promise<ImageComponent> => {
     const [wasm, bin] = await Promise.all([
       fetchBytes(new URL(c.wasm, base).href),
       fetchBytes(new URL(c.bin, base).href),
     ]);
-    const mod = await loadModule(wasm, "webgpu", gpu);
+    const mod = await loadModule(wasm, backend, gpu);
     // Each parameter is one piece of the component's one .bin (the loader's record shape).
     const records = c.params.map((p) => ({ ...p, pieces: [{ shard: 0, offset: p.offset, nbytes: p.nbytes }] }));
     const params = uploadWeights(mod, records, [new Uint8Array(bin)]);
@@ -71,7 +73,8 @@ async function load(indexUrl: string): Promise<{ loadMs: number; adapter: string
     constants: index.constants,
     schedulerConfig: index.scheduler,
   });
-  return { loadMs: performance.now() - t0, adapter: `${gpu.adapterInfo.vendor} ${gpu.adapterInfo.architecture}` };
+  const adapter = gpu ? `${gpu.adapterInfo.vendor} ${gpu.adapterInfo.architecture}` : "CPU (WebAssembly SIMD)";
+  return { loadMs: performance.now() - t0, adapter };
 }
 
 async function timed<T>(run: () => Promise<T>): Promise<{ ms: number; value: T }> {

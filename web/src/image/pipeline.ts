@@ -16,7 +16,7 @@
 //   latents = GaussianNoise(seed) * init_noise_sigma     (latents.ts: the initial draw)
 //   for each timestep t:
 //     x = scheduler.scale_model_input(latents)           (float32, on the CPU)
-//     eps = unet([x; x], t, prompt_embeds)               (on the GPU)
+//     eps = unet([x; x], t, prompt_embeds)               (on the module's device: WebGPU or the CPU)
 //     eps = uncond + g * (cond - uncond)                 (float32, on the CPU)
 //     latents = scheduler.step(eps, t, latents, noise)   (ancestral noise: same generator)
 //   image = vae_decode(latents / scaling_factor [+ shift_factor])
@@ -26,6 +26,12 @@
 // run in float32 on the CPU, where they match diffusers to float32 rounding). The latents
 // are a few hundred KiB even at 1024x1024 (C x h/8 x w/8 floats), so this costs little
 // next to a UNet call.
+//
+// Nothing here depends on the device: the same calls run a webgpu library or a wasm-cpu
+// one (the module's device is tvm.cpu(), tensors are copied the same way). One difference
+// matters to callers: a CPU library runs synchronously inside each call, so a run on the
+// CPU yields to the event loop once per step (nextTask) for messages, such as a Worker's
+// abort, to get through.
 
 import type * as tvmjs from "@mlc-ai/web-runtime";
 import type { LoadedModule } from "../base/tvm";
@@ -41,6 +47,15 @@ import {
 import { download, upload } from "./tensors";
 
 const f32 = Math.fround;
+
+/**
+ * One turn of the event loop (a macrotask). On WebGPU each step already waits for the GPU
+ * there; on the CPU tvmjs's sync() resolves at once (a microtask), so without this a run in
+ * a Worker would not see an abort message, nor anything else queued, until it ended.
+ */
+function nextTask(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
 
 /** One compiled component: its module and packed parameters (on that module's device). */
 export interface ImageComponent {
@@ -408,7 +423,9 @@ export class ImagePipeline {
 
       const stepMs: number[] = [];
       const total = scheduler.timesteps.length;
+      const onCpu = this.components().some((c) => c.mod.backend === "wasm-cpu");
       for (let i = 0; i < total; i++) {
+        if (onCpu) await nextTask();
         throwIfAborted(signal, i);
         const ts = performance.now();
         const t = scheduler.timesteps[i] as number;
@@ -427,6 +444,7 @@ export class ImagePipeline {
         stepMs.push(performance.now() - ts);
         await onStep?.(i + 1, total, latents, scheduler.predictedOriginal ?? latents);
       }
+      if (onCpu) await nextTask();
       throwIfAborted(signal, total);
       const t2 = performance.now();
       let image: DecodedImage | undefined;
@@ -448,11 +466,15 @@ export class ImagePipeline {
     }
   }
 
+  private components(): ImageComponent[] {
+    return [this.textEncoder, ...this.unets.values(), this.vae];
+  }
+
   /** Frees the parameters, functions and modules (each once, even when shared). */
   dispose(): void {
     for (const byName of this.fns.values()) for (const f of byName.values()) f.dispose();
     this.fns.clear();
-    const components: ImageComponent[] = [this.textEncoder, ...this.unets.values(), this.vae];
+    const components = this.components();
     const params = new Set(components.map((c) => c.params));
     for (const p of params) p.dispose();
     const mods = new Set(components.map((c) => c.mod));

@@ -3,7 +3,8 @@
 // can time images.generate on real hardware. Reads a JSON request on stdin, prints progress
 // on stderr and one JSON result on stdout:
 //   in:  {baseUrl, model (a manifest URL), prompts, seeds, options (more images.generate fields),
-//         adapters: [{dawn: ["backend=vulkan"], featureLevel: "core"}, ...] (the first that gives one)}
+//         adapters: [{dawn: ["backend=vulkan"], featureLevel: "core"}, ...] (the first that gives one),
+//         backend (loadModel's; default "webgpu": Dawn is what this runner is for)}
 //   out: {adapter, dawn, loaded, loadMillis, runs: [{wallMillis, extra, png}]}
 import { create, globals } from "webgpu";
 import { LocalEngine } from "../engine/local_engine";
@@ -22,6 +23,7 @@ interface Request {
   seeds: number[];
   options?: Record<string, unknown>;
   adapters: AdapterChoice[];
+  backend?: string;
 }
 
 async function firstAdapter(choices: AdapterChoice[]) {
@@ -62,7 +64,8 @@ async function main(): Promise<void> {
   };
   const engine = new LocalEngine(request.baseUrl);
   const t0 = performance.now();
-  const loaded = await engine.loadModel(request.model);
+  // WebGPU unless asked otherwise: "auto" would take the CPU library on a fallback adapter.
+  const loaded = await engine.loadModel(request.model, { backend: request.backend ?? "webgpu" });
   out.loadMillis = performance.now() - t0;
   out.loaded = { id: loaded.id, backend: loaded.backend };
   console.error(`[node-dawn] loaded ${loaded.id} (${loaded.backend}) in ${((out.loadMillis as number) / 1000).toFixed(2)} s`);

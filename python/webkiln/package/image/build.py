@@ -5,6 +5,13 @@ The same format as chat models (docs/FORMAT.md, "Image models"): manifest.json w
 `.wasm` per backend holding all three entry points (`encode_text`, `unet`,
 `vae_decode`), each taking its own component's parameters as one packed tuple.
 
+Backends: the scheme's WebGPU libraries (schemes.py) and, unless `cpu=False`
+(build_web --no-cpu), `wasm-cpu`: the same module compiled for WebAssembly SIMD, which
+reads webgpu-f32's float32 shards (one weight set per dtype, whatever the number of
+libraries). Its `memory.total_bytes` is the wasm heap it needs; a build whose CPU
+backend cannot fit wasm32's 4 GiB still lists it (the browser refuses it by that
+number, before any download, naming the limit) and says so in the log.
+
 Buffer limits: `required_limits.maxStorageBufferBindingSize` is the largest buffer any
 kernel binds, measured on the Relax graph after operator fusion (buffers.py): weights,
 inputs and every intermediate, such as attention score matrices. The build refuses a
@@ -37,8 +44,11 @@ from ..shards import write_shards
 from .image_manifest import image_manifest, plan_json
 from .plan import plan_image_model
 from .schedulers import default_scheduler, scheduler_config
-from .schemes import DEFAULT_MAX_BINDING, IMAGE_SCHEMES, MIB
+from .schemes import DEFAULT_MAX_BINDING, IMAGE_SCHEMES, MIB, image_backends
 from .weights import planned_records, weight_arrays
+
+# wasm32 addresses 4 GiB (web/src/base/backend_choice.ts WASM32_HEAP_LIMIT, which the browser checks).
+WASM32_HEAP_LIMIT = 4 * 2**30
 
 
 def build_image_model(
@@ -53,45 +63,54 @@ def build_image_model(
     max_binding: int = DEFAULT_MAX_BINDING,
     plan_only: bool = False,
     split_bytes: int | None = None,
+    cpu: bool = True,
 ) -> Path | dict[str, Any]:
     """Builds site/models/<id>/ (returns its path) or, with `plan_only`, returns the manifest it
-    would write (no `files`, records without shard pieces) and writes nothing."""
+    would write (no `files`, records without shard pieces) and writes nothing. `cpu`: also the
+    wasm-cpu library (WebAssembly SIMD: runs without WebGPU)."""
     model_id = check_model_id(model_id or default_model_id(pipeline, quantization))
-    n_backends = len(IMAGE_SCHEMES.get(quantization, ()))
-    progress = Progress(2 if plan_only else 2 + 2 * n_backends, log)
+    names = image_backends(quantization, cpu) if quantization in IMAGE_SCHEMES else ()
+    n_weight_sets = len(IMAGE_SCHEMES.get(quantization, ()))  # one per dtype: wasm-cpu adds none
+    progress = Progress(2 if plan_only else 2 + len(names) + n_weight_sets, log)
 
-    progress.stage(f"exporting and planning {quantization} ({', '.join(IMAGE_SCHEMES.get(quantization, ()))})")
+    progress.stage(f"exporting and planning {quantization} ({', '.join(names)})")
     scheduler = scheduler_config(pipeline)
-    shape, turbo, plans = plan_image_model(pipeline, quantization, size, turbo, max_binding, split_bytes)
+    shape, turbo, plans = plan_image_model(pipeline, quantization, size, turbo, max_binding, split_bytes, cpu)
     largest = max(plan.largest_binding for plan in plans)
     progress.done(f"{shape.width}x{shape.height} pixels, latents {shape.latent_width}x{shape.latent_height}, "
                   f"largest binding {largest / MIB:.1f} MiB, default scheduler {default_scheduler(scheduler)}")
+    # One weight set per dtype, in plan order; each backend reads the one of its dtype.
+    weight_plans = [plan for i, plan in enumerate(plans) if plan.dtype not in {p.dtype for p in plans[:i]}]
 
-    def manifest_for(tensors: dict[str, ImageTensors], files: list[ManifestFile]) -> ImageManifest:
-        return image_manifest(pipeline, model_id, quantization, shape, turbo, plans, scheduler, tensors, files)
+    def manifest_for(tensors: dict[str, ImageTensors], files: list[ManifestFile],
+                     library_bytes: dict[str, int] | None = None) -> ImageManifest:
+        manifest = image_manifest(pipeline, model_id, quantization, shape, turbo, plans, scheduler, tensors, files,
+                                  library_bytes)
+        _note_cpu_heap(manifest, log)
+        return manifest
 
     if plan_only:
         progress.stage("manifest (plan only: nothing compiled or written)")
-        manifest = plan_json(manifest_for({p.dtype: ImageTensors([], planned_records(p)) for p in plans}, []))
+        manifest = plan_json(manifest_for({p.dtype: ImageTensors([], planned_records(p)) for p in weight_plans}, []))
         progress.done()
         return manifest
 
     out_root = Path(out_root)
     with staging_folder(out_root, model_id) as staging:
-        spec = get_target("webgpu")
         for plan in plans:
+            spec = get_target(plan.target)
             progress.stage(f"compiling {plan.name} library (encode_text, unet, vae_decode)")
             parts = {"kind": "image", "target": spec.name, "dtype": plan.dtype, "link": link_mode.value,
                      "configs": {c: dataclasses.asdict(pipeline.components[c].config) for c in COMPONENTS},
                      "shape": dataclasses.asdict(shape), "splits": plan.splits}
 
-            def build(path: Path, mod=plan.mod) -> None:
-                build_module(mod, spec.name, path, link_mode)
+            def build(path: Path, mod=plan.mod, target=spec.name) -> None:
+                build_module(mod, target, path, link_mode)
 
             stage_library(parts, build, staging, plan.name, progress)
 
         tensors = {}
-        for plan in plans:
+        for plan in weight_plans:
             progress.stage(f"converting {plan.dtype} weights and writing shards")
             written, shards = write_shards(weight_arrays(pipeline, plan), staging)
             records = planned_records(plan)
@@ -103,9 +122,20 @@ def build_image_model(
 
         progress.stage("writing tokenizer and manifest")
         (staging / "tokenizer.json").write_text(pipeline.tokenizer.tokenizer_json())
-        write_manifest(staging, manifest_for(tensors, folder_files(staging)))
+        library_bytes = {plan.name: (staging / f"{plan.name}.wasm").stat().st_size for plan in plans}
+        write_manifest(staging, manifest_for(tensors, folder_files(staging), library_bytes))
         progress.done()
 
         final = publish(staging, out_root, model_id)
     progress.finished(model_id, final)
     return final
+
+
+def _note_cpu_heap(manifest: ImageManifest, log: Callable[[str], None]) -> None:
+    """Says in the log when the CPU backend cannot fit wasm32's memory (the browser refuses it)."""
+    for name, backend in manifest.backends.items():
+        need = backend.memory.total_bytes
+        if backend.device == "cpu" and need > WASM32_HEAP_LIMIT:
+            log(f"[webkiln] note: {name} needs {need / 2**30:.2f} GiB of WebAssembly memory, more than wasm32's "
+                f"4 GiB: browsers will refuse it before downloading (use WebGPU, a smaller --size, or --no-cpu "
+                "to leave it out).")

@@ -29,6 +29,7 @@ from ..manifest import (
     UNetEntry,
     VaeEntry,
 )
+from ..chat_build import CPU_HEAP_OVERHEAD
 from .plan import BackendPlan
 from .schemes import ARCHITECTURE
 from .shape import ImageShape
@@ -39,16 +40,27 @@ STANDARD_GENERATION = {"steps": 25, "max_steps": 100, "guidance_scale": 7.5}
 TURBO_GENERATION = {"steps": 1, "max_steps": 4, "guidance_scale": 0.0}
 
 
-def _backend(plan: BackendPlan) -> ImageBackendEntry:
+def _backend(plan: BackendPlan, library_bytes: int) -> ImageBackendEntry:
+    """`library_bytes`: the size of the backend's .wasm (0 in a plan, which compiles nothing)."""
     weights = plan.weights_bytes  # = the sizes of its shards, which the records tile exactly
     activations = max(b.peak_bytes for b in plan.buffers.values())
+    largest = {c: LargestActivation(b.largest_bytes, b.largest) for c, b in plan.buffers.items()}
+    if plan.device == "cpu":
+        # One wasm32 memory holds it all: the weights, the activations, the library's own
+        # data and the runtime's allocations (the same allowance as chat models'). The
+        # browser checks total_bytes against wasm32's 4 GiB before downloading anything.
+        return ImageBackendEntry(
+            wasm=f"{plan.name}.wasm", device="cpu", activation_dtype="float32", required_features=[],
+            required_limits={}, largest_activations=largest, tensors=plan.dtype,
+            memory=ImageMemory(weights, activations, weights + activations + library_bytes + CPU_HEAP_OVERHEAD),
+        )
     return ImageBackendEntry(
         wasm=f"{plan.name}.wasm",
         device="webgpu",
         activation_dtype="float16" if plan.dtype == "float16" else "float32",
         required_features=["shader-f16"] if plan.dtype == "float16" else [],
         required_limits={"maxStorageBufferBindingSize": plan.largest_binding, "maxBufferSize": plan.largest_binding},
-        largest_activations={c: LargestActivation(b.largest_bytes, b.largest) for c, b in plan.buffers.items()},
+        largest_activations=largest,
         tensors=plan.dtype,
         memory=ImageMemory(weights, activations, weights + activations),
     )
@@ -77,10 +89,13 @@ def _components(pipeline: DiffusersPipeline, shape: ImageShape) -> ImageComponen
 
 def image_manifest(pipeline: DiffusersPipeline, model_id: str, quantization: str, shape: ImageShape, turbo: bool,
                    plans: list[BackendPlan], scheduler: ModelSchedulerConfig, tensors: dict[str, ImageTensors],
-                   files: list[ManifestFile]) -> ImageManifest:
+                   files: list[ManifestFile], library_bytes: dict[str, int] | None = None) -> ImageManifest:
+    """`library_bytes`: each backend's .wasm size (none in a plan)."""
     tok, vae = pipeline.tokenizer, pipeline.vae.config
-    backends = {plan.name: _backend(plan) for plan in plans}
-    preferred = plans[-1].name  # webgpu-f16 where built: what a device with shader-f16 runs
+    backends = {plan.name: _backend(plan, (library_bytes or {}).get(plan.name, 0)) for plan in plans}
+    # The GPU estimate of the preferred WebGPU backend (webgpu-f16 where built: what a device
+    # with shader-f16 runs); the CPU backend's is in its own entry.
+    preferred = [plan.name for plan in plans if plan.device == "webgpu"][-1]
     return ImageManifest(
         format=MANIFEST_FORMAT,
         webkiln_version=__version__,

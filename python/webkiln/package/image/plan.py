@@ -1,6 +1,13 @@
 """The plan of an image build, per backend: the merged module, its parameters, their
 splits, the buffer analysis, and the limit check that refuses anything a kernel could not
-bind under `max_binding` (naming the tensor and the fix)."""
+bind under `max_binding` (naming the tensor and the fix).
+
+The CPU backend (wasm-cpu) has no binding limit, but it takes webgpu-f32's plan as it is:
+the same module (so the same split CLIP table and attention chunks) and therefore the
+same parameter list, which is what lets it read webgpu-f32's shards instead of a second
+float32 weight set. (Chunked attention computes the same values with a lower peak of live
+memory, which the wasm32 heap also gains from; the default model, shapes-t2i, is small
+enough that nothing is split or chunked at all.)"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from ...compile.targets import get_target
 from ...sources.diffusers_folder import DiffusersPipeline
 from .buffers import Buffers, analyze_buffers
 from .errors import ImageBuildError
-from .schemes import BACKEND_DTYPES, DEFAULT_MAX_BINDING, IMAGE_SCHEMES, MIB
+from .schemes import BACKEND_DTYPES, BACKEND_TARGETS, CPU_BACKEND, DEFAULT_MAX_BINDING, IMAGE_SCHEMES, MIB, image_backends
 from .shape import ImageShape, image_shape, is_turbo
 from .surgery import export_components
 
@@ -30,7 +37,17 @@ class BackendPlan:
     specs: dict[str, list[tuple[str, tuple[int, ...], str]]]
     splits: dict[str, dict[str, tuple[str, int, int]]]
     buffers: dict[str, Buffers]
-    largest_binding: int = 0  # the backend's required maxStorageBufferBindingSize
+    largest_binding: int = 0  # the backend's required maxStorageBufferBindingSize (WebGPU)
+
+    @property
+    def target(self) -> str:
+        """The compile target (compile/targets.py)."""
+        return BACKEND_TARGETS[self.name]
+
+    @property
+    def device(self) -> str:
+        """Where the library runs: "webgpu" or "cpu" (the manifest's `device`)."""
+        return "cpu" if self.target == "wasm-cpu" else "webgpu"
 
     @property
     def weights_bytes(self) -> int:
@@ -63,7 +80,8 @@ def _check_limits(plan: BackendPlan, shape: ImageShape, max_binding: int) -> int
 
 def plan_image_model(pipeline: DiffusersPipeline, quantization: str = "f16", size: int | tuple[int, int] | None = None,
                      turbo: bool | None = None, max_binding: int = DEFAULT_MAX_BINDING,
-                     split_bytes: int | None = None) -> tuple[ImageShape, bool, list[BackendPlan]]:
+                     split_bytes: int | None = None, cpu: bool = True) -> tuple[ImageShape, bool, list[BackendPlan]]:
+    """The plans of the backends `quantization` builds (schemes.py), wasm-cpu last when `cpu`."""
     if quantization not in IMAGE_SCHEMES:
         raise ImageBuildError(f"unknown image quantization '{quantization}'; image models support "
                               f"{', '.join(IMAGE_SCHEMES)} (f16 also builds the f32 fallback).")
@@ -71,7 +89,13 @@ def plan_image_model(pipeline: DiffusersPipeline, quantization: str = "f16", siz
     shape = image_shape(pipeline, size, turbo)
     target = get_target("webgpu").tvm_target()
     plans = []
-    for name in IMAGE_SCHEMES[quantization]:
+    for name in image_backends(quantization, cpu):
+        if name == CPU_BACKEND:
+            # webgpu-f32's module and parameters (both schemes plan it first): one float32
+            # weight set for both libraries (see the module docstring).
+            f32 = next(p for p in plans if p.name == "webgpu-f32")
+            plans.append(dataclasses.replace(f32, name=CPU_BACKEND))
+            continue
         dtype = BACKEND_DTYPES[name]
         mod, specs, splits = export_components(pipeline, dtype, shape, split_bytes or max_binding, max_binding)
         plan = BackendPlan(name, dtype, mod, specs, splits, analyze_buffers(mod, target))
