@@ -40,6 +40,7 @@ from test_sources import (  # noqa: F401  (session fixtures)
     transformers_tokenizer,
 )
 from webkiln.cli import build_web_main
+from webkiln.package.chat_build import CPU_HEAP_OVERHEAD
 from webkiln.package.shards import MAX_SHARD_BYTES, write_shards
 from webkiln.quant.convert import convert_params, plan_weights
 from webkiln.quant.formats import FORMATS
@@ -204,8 +205,8 @@ def _build(source, out_root: Path, quantization: str, **kwargs) -> Build:
 
 
 def _stage_lines(log: list[str]) -> list[str]:
-    """The 'done' line of each compile stage."""
-    return [log[i + 1] for i, line in enumerate(log) if "compiling webgpu" in line]
+    """The 'done' line of each library's compile stage, in build order (webgpu-f32, webgpu-f16, wasm-cpu)."""
+    return [log[i + 1] for i, line in enumerate(log) if "compiling " in line and line.rstrip().endswith(" library")]
 
 
 @pytest.fixture(scope="module")
@@ -262,16 +263,20 @@ def test_manifest_and_files(q4f32_build, tiny_llama):
     cfg = source.config
     assert build.path == build.out_root / "tiny-llama-q4f32"
     assert (m["format"], m["id"], m["task"], m["architecture"], m["quantization"]) == (
-        1, "tiny-llama-q4f32", "chat", "llama", "q4f32")
+        2, "tiny-llama-q4f32", "chat", "llama", "q4f32")
     assert m["activation_dtype"] == "float32" and m["config"]["hidden_size"] == 64
     assert m["context_window"] == 512  # the default 2048, capped at the model's trained length
     assert m["chat_template"] == CHAT_TEMPLATE and m["bos_token_id"] == 1
     assert m["stop_token_ids"] == [2, 4]  # config.json's </s> and tokenizer_config's <|im_end|>
     assert {"temperature", "top_p", "max_tokens"} <= set(m["generation"])
 
-    assert set(m["backends"]) == {"webgpu-f32"}
+    # WebGPU (f32 WGSL) and the CPU (WebAssembly SIMD), both reading the same shards.
+    assert set(m["backends"]) == {"webgpu-f32", "wasm-cpu"}
     backend = m["backends"]["webgpu-f32"]
-    assert backend["wasm"] == "webgpu-f32.wasm" and backend["required_features"] == []
+    assert backend["wasm"] == "webgpu-f32.wasm" and backend["device"] == "webgpu" and backend["required_features"] == []
+    cpu = m["backends"]["wasm-cpu"]
+    assert (cpu["wasm"], cpu["device"], cpu["required_features"], cpu["required_limits"]) == ("wasm-cpu.wasm", "cpu", [], {})
+    assert (build.path / "wasm-cpu.wasm").read_bytes()[:4] == b"\0asm"
     assert (build.path / "webgpu-f32.wasm").read_bytes()[:4] == b"\0asm"
     records = m["tensors"]["records"]
     largest = max(r["nbytes"] for r in records)
@@ -283,6 +288,10 @@ def test_manifest_and_files(q4f32_build, tiny_llama):
     assert memory["kv_cache_bytes"] == cfg.num_hidden_layers * kv_layer
     assert memory["activations_bytes"] > 0
     assert memory["total_bytes"] == memory["weights_bytes"] + memory["kv_cache_bytes"] + memory["activations_bytes"]
+    # Each backend's own need: the f32 GPU library's is the estimate above; the CPU's adds the
+    # library and the runtime's allowance, all inside one wasm32 memory.
+    assert backend["memory_bytes"] == memory["total_bytes"]
+    assert cpu["memory_bytes"] == memory["total_bytes"] + (build.path / "wasm-cpu.wasm").stat().st_size + CPU_HEAP_OVERHEAD
 
     _check_files_and_shards(build)
     assert (build.path / "tokenizer.json").read_text() == (tiny_llama.folder / "tokenizer.json").read_text()
@@ -300,7 +309,8 @@ def test_manifest_and_files(q4f32_build, tiny_llama):
     assert entry["manifest"] == "tiny-llama-q4f32/manifest.json" and entry["task"] == "chat"
     assert entry["download_bytes"] == sum(f["size"] for f in m["files"])
     assert entry["memory_bytes"] == memory["total_bytes"]
-    assert entry["backends"] == {"webgpu-f32": {"required_features": []}}
+    assert entry["backends"] == {"webgpu-f32": {"device": "webgpu", "required_features": []},
+                                 "wasm-cpu": {"device": "cpu", "required_features": []}}
     assert not [p for p in build.out_root.iterdir() if p.name.startswith(".")]  # no temporary folders
     assert any("cached as" in line for line in _stage_lines(build.log))
     assert not any(REUSED in line for line in build.log)
@@ -311,17 +321,19 @@ def test_q4f16_build_has_both_backends(q4f32_build, tiny_llama):
     m = build.manifest
     assert m["id"] == "tiny-llama-q4f16" and m["activation_dtype"] == "float16"
     assert m["kv_cache"]["dtype"] == "float16"
-    assert {k: v["required_features"] for k, v in m["backends"].items()} == {
-        "webgpu-f32": [], "webgpu-f16": ["shader-f16"]}
+    assert {k: (v["device"], v["required_features"]) for k, v in m["backends"].items()} == {
+        "webgpu-f32": ("webgpu", []), "webgpu-f16": ("webgpu", ["shader-f16"]), "wasm-cpu": ("cpu", [])}
     largest = max(r["nbytes"] for r in m["tensors"]["records"])
-    for backend in m["backends"].values():
-        assert backend["required_limits"]["maxStorageBufferBindingSize"] >= largest
+    for name in ("webgpu-f32", "webgpu-f16"):
+        assert m["backends"][name]["required_limits"]["maxStorageBufferBindingSize"] >= largest
     f16, f32 = (build.path / "webgpu-f16.wasm").read_bytes(), (build.path / "webgpu-f32.wasm").read_bytes()
     assert f16 != f32
-    # The f32 library is the q4f32 build's (same config and weight formats): reused.
+    # The f32 libraries (WebGPU and CPU: WebAssembly SIMD has no f16 arithmetic) are the q4f32
+    # build's (same config and weight formats): reused.
     assert f32 == (q4f32_build.path / "webgpu-f32.wasm").read_bytes()
+    assert (build.path / "wasm-cpu.wasm").read_bytes() == (q4f32_build.path / "wasm-cpu.wasm").read_bytes()
     done = _stage_lines(build.log)
-    assert REUSED in done[0] and REUSED not in done[1]
+    assert len(done) == 3 and REUSED in done[0] and REUSED not in done[1] and REUSED in done[2]
     cfg = load_source(tiny_llama.folder).config
     assert m["memory"]["kv_cache_bytes"] == 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 512 * 2
     # Weights are stored the same way whatever the activation dtype: the same shard files.
@@ -355,11 +367,23 @@ def test_rebuild_and_fine_tune_reuse_the_compiled_library(q4f32_build, tiny_llam
     tuned = _build(tuned_source, q4f32_build.out_root, "q4f32")
     assert tuned.path.name == "tiny-llama-tuned-q4f32"
     assert all(REUSED in line for line in _stage_lines(tuned.log))
-    assert (tuned.path / "webgpu-f32.wasm").read_bytes() == (q4f32_build.path / "webgpu-f32.wasm").read_bytes()
+    for library in ("webgpu-f32.wasm", "wasm-cpu.wasm"):
+        assert (tuned.path / library).read_bytes() == (q4f32_build.path / library).read_bytes()
     old_shards = set(q4f32_build.manifest["tensors"]["shards"])
     new_shards = set(tuned.manifest["tensors"]["shards"])
     assert new_shards and not new_shards & old_shards
     _check_files_and_shards(tuned)
+
+
+def test_no_cpu_builds_the_webgpu_library_only(q4f32_build, tiny_llama):
+    """build_web --no-cpu (cpu=False): no wasm-cpu library, and the manifest and index say so."""
+    build = _build(load_source(tiny_llama.folder), q4f32_build.out_root, "q4f32", model_id="tiny-no-cpu", cpu=False)
+    assert set(build.manifest["backends"]) == {"webgpu-f32"} and not (build.path / "wasm-cpu.wasm").exists()
+    assert len(_stage_lines(build.log)) == 1
+    index = json.loads((build.out_root / "index.json").read_text())
+    (entry,) = [e for e in index["models"] if e["id"] == "tiny-no-cpu"]
+    assert entry["backends"] == {"webgpu-f32": {"device": "webgpu", "required_features": []}}
+    _check_files_and_shards(build)
 
 
 def test_write_shards_splits_and_covers(tmp_path):

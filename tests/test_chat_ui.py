@@ -18,7 +18,7 @@ from conftest_tiny import tiny_llama  # noqa: F401  (session fixture)
 from test_chat_browser import chat_site  # noqa: F401  (session fixture)
 
 LOAD_TIMEOUT = 300_000  # ~120 MB and shader compilation on SwiftShader
-REPLY_TIMEOUT = 300_000  # prefill ~50 s, then ~0.5-1.5 s a token on CPU-emulated WebGPU
+REPLY_TIMEOUT = 300_000  # generous: the default model on wasm-cpu (Automatic here), or on CPU-emulated WebGPU
 TINY_TIMEOUT = 120_000
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -124,7 +124,22 @@ def shown_text(page, selector: str) -> str:
 # --- chatting --------------------------------------------------------------------------
 
 
+def use_webgpu(page) -> None:
+    """Settings → Backend → WebGPU, and wait for the reload. For tests that must see a reply
+    while it is being written (partial states, Stop mid-stream): on the CPU backend the tiny
+    model writes its whole reply within a frame or two, before a click can land; WebGPU on
+    SwiftShader takes long enough. (Stop on the CPU backend: tests/test_cpu_backend_ui.py, on
+    the default model.)"""
+    if not page.is_visible("#backend"):
+        page.click(".settings summary")
+    page.select_option("#backend", "webgpu")
+    page.wait_for_function("document.getElementById('status').textContent.includes('is ready on webgpu-f32')",
+                           timeout=TINY_TIMEOUT)
+    wait_loaded(page)
+
+
 def test_reply_streams_and_equals_the_engine(app):
+    use_webgpu(app)
     set_settings(app, **{"system-prompt": "You are a terse assistant.", "temperature": "0", "max-tokens": "40"})
     # Record every state the reply's text goes through while it streams.
     app.evaluate("""() => {
@@ -160,10 +175,11 @@ def test_reply_streams_and_equals_the_engine(app):
     # Settings persist in localStorage.
     saved = json.loads(app.evaluate("() => localStorage.getItem('webkiln.settings')"))
     assert saved == {"systemPrompt": "You are a terse assistant.", "temperature": 0, "topP": None, "maxTokens": 40,
-                     "seed": None}
+                     "seed": None, "backend": "webgpu"}
 
 
 def test_stop_regenerate_and_edit_last(app):
+    use_webgpu(app)
     set_settings(app, temperature="0", **{"max-tokens": "300"})
 
     # Stop mid-stream with the button.
@@ -278,11 +294,13 @@ def test_conversations_survive_reload(app):
 def test_model_picker_and_cache_panel(app):
     assert app.eval_on_selector_all("#model-select option", "os => os.map((o) => o.value)") == ["tiny-chat"]
     info = app.inner_text("#model-info")
-    assert "q4f32" in info and "download" in info and "fits this device" in info
+    # SwiftShader is a CPU fallback adapter: Automatic runs the CPU backend, and says so.
+    assert "q4f32" in info and "download" in info and "runs on wasm-cpu" in info and "CPU fallback" in info
     app.click(".models-panel summary")
     card = app.inner_text(".model-card")
     assert app.get_attribute(".model-card", "data-model") == "tiny-chat"
-    assert "q4f32" in card and "webgpu-f32: none" in card and "loaded" in card
+    assert "q4f32" in card and "webgpu-f32: WebGPU; wasm-cpu: CPU (WebAssembly SIMD)" in card
+    assert "loaded · wasm-cpu" in card and "running on wasm-cpu: the only WebGPU adapter" in card
     app.wait_for_function("document.querySelector('.model-card .cache-size').textContent.includes('cached')")
     assert "not cached" not in app.inner_text(".model-card .cache-size")
     assert "Using" in app.inner_text("#storage-usage")
@@ -537,6 +555,9 @@ def test_chat_page_answers(browser, chat_site):  # noqa: F811
             assert model_dir.name in page.eval_on_selector("#model-select", "s => s.value")
             assert "MB" in page.inner_text("#model-select")
             wait_loaded(page, LOAD_TIMEOUT)
+            # SwiftShader is a fallback adapter: Automatic runs the CPU backend and says why.
+            status = page.inner_text("#status")
+            assert "is ready on wasm-cpu" in status and "is a CPU fallback" in status, status
 
             page.click(".settings summary")
             page.fill("#temperature", "0")

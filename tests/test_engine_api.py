@@ -167,7 +167,12 @@ def test_load_then_greedy_completion_equals_transformers(engine_page, tiny_refer
     assert {m["id"] for m in got["models"]} == {"tiny-chat", "tiny-chat-f16"}
     assert model["id"] == "tiny-chat" and model["task"] == "chat" and model["quantization"] == "q4f32"
     assert model["manifestUrl"].endswith("/models/tiny-chat/manifest.json") and model["download_bytes"] > 0
-    assert got["info"]["id"] == "tiny-chat" and got["info"]["backend"] == "webgpu-f32"
+    # "auto" on SwiftShader (a CPU fallback adapter) runs the CPU backend, and says why.
+    info = got["info"]
+    assert info["id"] == "tiny-chat" and info["backend"] == "wasm-cpu" and info["device"] == "cpu"
+    assert "is a CPU fallback" in info["backendReason"] and "swiftshader" in info["backendReason"].lower(), info
+    assert model["backends"] == {"webgpu-f32": {"device": "webgpu", "required_features": []},
+                                 "wasm-cpu": {"device": "cpu", "required_features": []}}
     progress = got["progress"]
     assert progress[-1]["stage"] == "ready" and progress[-1]["loadedBytes"] == progress[-1]["totalBytes"] > 0
     downloads = [p for p in progress if p["stage"] == "download"]
@@ -292,7 +297,8 @@ def test_wrong_model_and_no_model_are_typed_errors(engine_page):
 
 def test_missing_shader_f16_offers_the_f32_build(engine_page):
     """SwiftShader has no shader-f16: the f16 library is refused with a message naming
-    the feature and the way out, and the default choice is the f32 library."""
+    the feature and the way out, and WebGPU's choice is the f32 library (Automatic runs
+    the CPU backend here: SwiftShader is a fallback adapter)."""
     assert not engine_page.evaluate("async () => (await navigator.gpu.requestAdapter()).features.has('shader-f16')")
     err = engine_page.evaluate("""async () => {
         try { await window.engines.worker.loadModel("tiny-chat-f16", {backend: "webgpu-f16"}); }
@@ -300,19 +306,32 @@ def test_missing_shader_f16_offers_the_f32_build(engine_page):
     }""")
     assert err["name"] == "UnsupportedDeviceError", err
     assert "shader-f16" in err["message"] and "webgpu-f32" in err["message"]
+    info = engine_page.evaluate("() => window.engines.worker.loadModel('tiny-chat-f16', {backend: 'webgpu'})")
+    assert info["backend"] == "webgpu-f32" and info["device"] == "webgpu"
     info = engine_page.evaluate("() => window.engines.worker.loadModel('tiny-chat-f16')")
-    assert info["backend"] == "webgpu-f32"
+    assert info["backend"] == "wasm-cpu"  # the CPU library is f32 whatever the quantization's activations
+
+
+LOAD_WEBGPU = LOAD.replace("{onProgress: (p) => progress.push(p)}", "{backend: 'webgpu', onProgress: (p) => progress.push(p)}")
 
 
 def test_device_loss_is_reported_and_the_model_reloads(engine_page):
-    engine_page.evaluate(LOAD, ["worker", "tiny-chat"])
+    # A CPU backend has no device to lose: the hook does nothing and the model keeps working.
+    assert engine_page.evaluate(LOAD, ["worker", "tiny-chat"])["info"]["device"] == "cpu"
+    engine_page.evaluate("() => { window.events.worker.length = 0; return window.engines.worker.simulateDeviceLoss(); }")
+    c = engine_page.evaluate(CREATE, ["worker", {"messages": MESSAGES, "temperature": 0, "max_tokens": 2}])
+    assert c["usage"]["completion_tokens"] >= 1
+    assert engine_page.evaluate("window.events.worker.filter((e) => e.type === 'device-lost').length") == 0
+
+    # On WebGPU, losing the device is reported and the model reloads.
+    assert engine_page.evaluate(LOAD_WEBGPU, ["worker", "tiny-chat"])["info"]["backend"] == "webgpu-f32"
     engine_page.evaluate("() => { window.events.worker.length = 0; return window.engines.worker.simulateDeviceLoss(); }")
     engine_page.wait_for_function("window.events.worker.some((e) => e.type === 'device-lost')")
     event = engine_page.evaluate("window.events.worker.find((e) => e.type === 'device-lost')")
     assert event["model"] == "tiny-chat" and event["message"]
     err = engine_page.evaluate(ERROR, ["worker", {"messages": MESSAGES}])
     assert err["name"] == "DeviceLostError" and "loadModel" in err["message"] and "reload" in err["message"].lower()
-    engine_page.evaluate(LOAD, ["worker", "tiny-chat"])  # no page reload
+    engine_page.evaluate(LOAD_WEBGPU, ["worker", "tiny-chat"])  # no page reload
     c = engine_page.evaluate(CREATE, ["worker", {"messages": MESSAGES, "temperature": 0, "max_tokens": 2}])
     assert c["usage"]["completion_tokens"] >= 1
 
@@ -405,25 +424,26 @@ def test_interrupted_download_resumes_at_file_granularity(browser, tiny_site):
             page = context.new_page()
             page.goto(f"{server.url}/chat.html")
             page.wait_for_function("window.webkilnChat !== undefined")
-            # The library is the largest file after the shard; fail it once the shards are through.
-            context.route("**/webgpu-f32.wasm", lambda route: route.abort("connectionreset"))
+            # Fail the library this load uses ("auto": wasm-cpu on SwiftShader) once the shards are through.
+            context.route("**/wasm-cpu.wasm", lambda route: route.abort("connectionreset"))
             err = page.evaluate("""async () => {
                 window.e = window.webkilnChat.createEngine({worker: false});
                 await window.e.listModels();
                 try { await window.e.loadModel("tiny-chat"); } catch (err) { return {name: err.name, message: err.message}; }
             }""")
-            assert err["name"] == "NetworkError" and "webgpu-f32.wasm" in err["message"], err
+            assert err["name"] == "NetworkError" and "wasm-cpu.wasm" in err["message"], err
             cached = page.evaluate("""async () => (await caches.open("webkiln-v1")).keys().then((ks) => ks.map((k) => k.url.split("/").pop()))""")
             by_hash = {f["sha256"]: f["path"] for f in manifest["files"]}
             kept = {by_hash[h] for h in cached if h in by_hash}
-            assert "webgpu-f32.wasm" not in kept and kept, kept
-            context.unroute("**/webgpu-f32.wasm")
+            assert "wasm-cpu.wasm" not in kept and kept, kept
+            assert "webgpu-f32.wasm" not in kept  # the other backend's library is not downloaded
+            context.unroute("**/wasm-cpu.wasm")
             progress = page.evaluate("""async () => {
                 const events = [];
                 await window.e.loadModel("tiny-chat", {onProgress: (p) => events.push(p)});
                 return events[events.length - 1];
             }""")
-            needed = {manifest["backends"]["webgpu-f32"]["wasm"], "tokenizer.json", *manifest["tensors"]["shards"]}
+            needed = {manifest["backends"]["wasm-cpu"]["wasm"], "tokenizer.json", *manifest["tensors"]["shards"]}
             assert progress["networkBytes"] == sum(sizes[p] for p in needed - kept)
             assert progress["cachedBytes"] == sum(sizes[p] for p in needed & kept) > 0
         finally:

@@ -15,9 +15,12 @@ host pages embed the widget with the README snippet; nothing of the widget is on
   and loads nothing;
 * two widgets of one model: one Worker, each model file downloaded once;
 * the bubble layout opens and closes by keyboard, focus returns to the launcher;
-* failures (unknown model, models-url 404 or without CORS, a manifest of another format, no
-  WebGPU, a bad attribute) show in the widget and fire webkiln-error; under a storage quota
-  too small for the model it still works and nothing is marked cached;
+* failures (unknown model, models-url 404 or without CORS, a manifest of another format, a
+  bad attribute) show in the widget and fire webkiln-error; under a storage quota too small
+  for the model it still works and nothing is marked cached;
+* the backend attribute: "auto" runs the CPU backend on SwiftShader (a fallback adapter) and
+  where there is no WebGPU at all, "webgpu" insists (and is refused, named, without WebGPU);
+  the card and the status say which backend runs and why;
 * Stop ends a reply early (finish_reason "abort", a prefix of the full greedy reply), reset() clears it;
 * site/widget-demo.html works (both layouts);
 * screenshots of both layouts (test-artifacts/widget-*.png) and timings
@@ -283,13 +286,16 @@ def chat_and_time(page, element_id: str, prompt: str, timeout: int) -> dict:
 
 def test_chat_under_strict_csp_streams_the_engines_greedy_reply(context, origin_a, host):
     system, prompt, n = "You are a terse assistant.", "Hello there, widget!", 16
+    # backend="webgpu": the reply must be seen arriving in steps; on the CPU backend the tiny
+    # model writes all 16 tokens within one frame (the CPU path: test_no_webgpu, test_backend_attribute).
     url = host.page("/chat.html", snippet(origin_a.url, f'id="chat" model="{CHAT_MODEL}" system-prompt="{system}" '
-                                                        f'temperature="0" max-tokens="{n}"'), widget_csp(origin_a.url))
+                                                        f'temperature="0" max-tokens="{n}" backend="webgpu"'), widget_csp(origin_a.url))
     page, watch = open_host(context, url)
     # Nothing is downloaded before the first interaction; the card says what would be.
     page.wait_for_function("() => document.getElementById('chat').shadowRoot.querySelector('[part=download-size]')")
     info = shadow(page, "chat", "(r) => r.querySelector('.info').textContent")
-    assert CHAT_MODEL in info and "download" in info and "fits this device" in info, info
+    assert CHAT_MODEL in info and "download" in info
+    assert "runs on webgpu-f32: WebGPU on " in info, info
     assert not [u for u in watch.requests if "/models/tiny-chat/" in u and not u.endswith("manifest.json")]
     assert events(page, "webkiln-ready") == []
     # Not even the engine's Worker (several MB) starts before the first interaction.
@@ -586,14 +592,15 @@ def test_errors_show_in_the_widget_and_fire_events(context, origin_a, host, widg
     assert_host_alive(page, watch)
 
     # Bad attribute values: reported in the element and the console, the default used.
-    page, watch = open_host(context, host.page("/e-attr.html", snippet(origin_a.url, f'id="w" model="{CHAT_MODEL}" temperature="hot" layout="sideways"'), csp))
-    page.wait_for_function("(id) => window.widgetEvents.filter((e) => e.type === 'webkiln-error' && e.id === id).length >= 2", arg="w")
+    page, watch = open_host(context, host.page("/e-attr.html", snippet(origin_a.url, f'id="w" model="{CHAT_MODEL}" temperature="hot" layout="sideways" backend="gpu"'), csp))
+    page.wait_for_function("(id) => window.widgetEvents.filter((e) => e.type === 'webkiln-error' && e.id === id).length >= 3", arg="w")
     names = [e["detail"]["message"] for e in events(page, "webkiln-error", "w")]
     assert any("temperature" in m and '"hot"' in m for m in names) and any("layout" in m and "sideways" in m for m in names), names
+    assert any('backend: "gpu" must be one of "auto", "webgpu", "wasm-cpu"' in m for m in names), names
     shown = shadow(page, "w", "(r) => r.querySelector('[part=error]').textContent")
-    assert "temperature" in shown and "layout" in shown
+    assert "temperature" in shown and "layout" in shown and "backend" in shown
     assert any("temperature" in m for m in watch.console_errors) and any("layout" in m for m in watch.console_errors)
-    assert page.evaluate("() => [document.getElementById('w').temperature, document.getElementById('w').layout]") == [0.7, "inline"]
+    assert page.evaluate("() => [document.getElementById('w').temperature, document.getElementById('w').layout, document.getElementById('w').backend]") == [0.7, "inline", "auto"]
     page.evaluate("() => { document.getElementById('w').temperature = 0.2; }")
     assert page.evaluate("() => document.getElementById('w').getAttribute('temperature')") == "0.2"
     assert_host_alive(page, watch)
@@ -649,23 +656,79 @@ def test_storage_quota(context, origin_a, host):
     assert_host_alive(page, watch)
 
 
-def test_no_webgpu(browser, origin_a, host):
-    # A browser started without --enable-unsafe-webgpu has no adapter here.
+def test_no_webgpu(browser, origin_a, host, widget_site):
+    """No WebGPU adapter (a Chromium started without --enable-unsafe-webgpu, page and Worker
+    alike): the chat model runs on its CPU backend, said before and after loading; backend="webgpu"
+    is refused once, named; an image model without a CPU backend says it needs WebGPU."""
     plain = browser.browser_type.launch(executable_path=CHROMIUM, args=["--disable-quic"])
     try:
         context = plain.new_context()
-        page, watch = open_host(context, host.page("/e-gpu.html", snippet(origin_a.url, f'id="w" model="{CHAT_MODEL}"'), widget_csp(origin_a.url)))
-        page.wait_for_function("() => document.getElementById('w').shadowRoot.querySelector('[part=fit]')")
-        assert "needs WebGPU" in shadow(page, "w", "(r) => r.querySelector('[part=fit]').textContent")
+        body = (snippet(origin_a.url, f'id="w" model="{CHAT_MODEL}" temperature="0" max-tokens="6"') + "\n"
+                f'<webkiln-chat id="g" model="{CHAT_MODEL}" backend="webgpu"></webkiln-chat>\n'
+                f'<webkiln-image id="img" model="{IMAGE_MODEL}" autoload="manual"></webkiln-image>')
+        page, watch = open_host(context, host.page("/e-gpu.html", body, widget_csp(origin_a.url)))
+        for element in ("w", "g", "img"):
+            page.wait_for_function("(id) => document.getElementById(id).shadowRoot.querySelector('[part=fit]')", arg=element)
+        fit = lambda element: shadow(page, element, "(r) => r.querySelector('[part=fit]').textContent")  # noqa: E731
+        assert "runs on wasm-cpu: no WebGPU here (no GPU adapter was returned), so the CPU" in fit("w"), fit("w")
+        assert "WebGPU is not available in this browser (no GPU adapter was returned)" in fit("g"), fit("g")
+        image_backends = json.loads((widget_site / "models" / IMAGE_MODEL / "manifest.json").read_text())["backends"]
+        if any(b["device"] == "cpu" for b in image_backends.values()):
+            assert "runs on wasm-cpu" in fit("img"), fit("img")
+        else:
+            assert "needs WebGPU (no GPU adapter was returned): this model has no CPU backend" in fit("img"), fit("img")
+
+        page.evaluate("() => document.getElementById('w').load()")
+        status = shadow(page, "w", "(r) => r.querySelector('[part=status]').textContent")
+        assert f"{CHAT_MODEL} ready on wasm-cpu: no WebGPU here (no GPU adapter was returned), so the CPU" in status, status
+        assert page.evaluate("() => document.getElementById('w').loadedModel.device") == "cpu"
         type_message(page, "w", "hello")
-        detail, shown = error_of(page, "w")
+        reply = wait_event(page, "webkiln-reply", "w")
+        assert reply["detail"]["text"] == engine_greedy(page, "w", [{"role": "user", "content": "hello"}], 6)
+        assert events(page, "webkiln-error", "w") == []
+
+        type_message(page, "g", "hello")
+        detail, shown = error_of(page, "g")
         assert detail["name"] == "WebGPUUnavailableError", detail
         assert detail["message"] in shown
-        assert len(events(page, "webkiln-error", "w")) == 1  # the failed load, reported once (not again by send)
-        assert page.evaluate("() => document.getElementById('w').messages") == []
+        assert len(events(page, "webkiln-error", "g")) == 1  # the failed load, reported once (not again by send)
+        assert page.evaluate("() => document.getElementById('g').messages") == []
         assert_host_alive(page, watch)
     finally:
         plain.close()
+
+
+def test_backend_attribute(context, origin_a, host):
+    """On SwiftShader (a fallback adapter): no attribute runs wasm-cpu and says why;
+    backend="webgpu" runs webgpu-f32, on an engine of its own (one engine holds one model),
+    and gives the same greedy reply; changing the attribute rebinds the element."""
+    attrs = f'model="{CHAT_MODEL}" temperature="0" max-tokens="8"'
+    body = (snippet(origin_a.url, f'id="cpu" {attrs}') + "\n"
+            f'<webkiln-chat id="gpu" {attrs} backend="webgpu"></webkiln-chat>')
+    page, watch = open_host(context, host.page("/backend.html", body, widget_csp(origin_a.url)))
+    page.wait_for_function("() => document.getElementById('gpu').shadowRoot.querySelector('[part=fit]')")
+    fit = shadow(page, "gpu", "(r) => r.querySelector('[part=fit]').textContent")
+    assert "runs on webgpu-f32: WebGPU on " in fit, fit
+    replies = {}
+    for element, backend in (("cpu", "wasm-cpu"), ("gpu", "webgpu-f32")):
+        loaded = page.evaluate("(id) => document.getElementById(id).load()", element)
+        assert loaded["backend"] == backend, loaded
+        status = shadow(page, element, "(r) => r.querySelector('[part=status]').textContent")
+        assert status == f"{CHAT_MODEL} ready on {backend}: {loaded['backendReason']}", status
+        if backend == "wasm-cpu":
+            assert "is a CPU fallback" in status
+        type_message(page, element, "hello world")
+        replies[element] = wait_event(page, "webkiln-reply", element)["detail"]["text"]
+    assert replies["cpu"] and replies["cpu"] == replies["gpu"]
+    assert len(page.workers) == 2  # one engine per model and backend
+    assert page.evaluate("() => document.getElementById('gpu').backend") == "webgpu"
+    # A new value: the element rebinds (the card describes the new choice; nothing loads by itself).
+    page.evaluate("() => { document.getElementById('gpu').backend = 'wasm-cpu'; }")
+    assert page.evaluate("() => document.getElementById('gpu').getAttribute('backend')") == "wasm-cpu"
+    page.wait_for_function("() => document.getElementById('gpu').shadowRoot.querySelector('[part=fit]')"
+                           "?.textContent.includes('the CPU backend was requested')")
+    assert page.evaluate("() => document.getElementById('gpu').loadedModel") is None
+    assert watch.page_errors == [] and watch.csp_violations() == []
 
 
 # --- the real default model -------------------------------------------------------------------

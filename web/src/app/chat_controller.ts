@@ -111,7 +111,11 @@ export class ChatController {
       this.sync();
       return;
     }
-    if (this.picker.fit(id)?.level === "no") return;
+    const fit = this.picker.fit(id);
+    if (fit?.level === "no") {
+      this.setStatus(`This model does not run here: ${fit.text}`, true);
+      return;
+    }
     void this.load(id);
   }
 
