@@ -249,7 +249,7 @@ def table(results: dict) -> str:
     for key, side in sides.items():
         rows += [(f"{SIDES[key]} load", fmt(side["load_seconds"], " s"), f"backend {side['backend']}"),
                  (f"{SIDES[key]} first image after load", fmt(side["first_image_seconds"], " s"),
-                  "includes compiling every pipeline")]
+                  "nothing to compile on the CPU" if side["backend"] == "wasm-cpu" else "includes compiling every pipeline")]
     rows.append((f"image, {any_side['steps']} steps, {any_side['size']}", "",
                  f"guidance {any_side['guidance_scale']}, {any_side['scheduler']}"))
     for key, side in sides.items():
