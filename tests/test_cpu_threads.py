@@ -105,7 +105,7 @@ def threads_site(tmp_path_factory, libraries) -> Path:
     and the inputs."""
     root = tmp_path_factory.mktemp("threads-site")
     (root / "assets").mkdir()
-    shutil.copy(REPO / "tests/site/threads.html", root / "threads.html")
+    shutil.copy(REPO / "tests/site/test-threads.html", root / "test-threads.html")
     web = REPO / "web"
     run = subprocess.run(
         [str(web / "node_modules/.bin/esbuild"), str(REPO / "tests/web/threads_page.ts"), "--bundle", "--format=esm",
@@ -139,7 +139,7 @@ def _run(browser, site: Path, isolated: bool) -> dict:
         context = browser.new_context()
         try:
             page = context.new_page()
-            page.goto(f"{server.url}/threads.html")
+            page.goto(f"{server.url}/test-threads.html")
             result = page.evaluate("(request) => window.runThreads(request)", REQUEST)
         finally:
             context.close()

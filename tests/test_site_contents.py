@@ -63,7 +63,7 @@ def test_deployed_site_holds_no_test_code(release_site):
     # The listing is real: the app, its worker, the service worker and the diagnostic page are there.
     assert {"index.html", "assets/app.js", "assets/engine-worker.js", "sw.js", "kernel-check.html"} <= set(files)
     assert TEST_PAGES == ["chat.html", "test-image-pipeline.html", "test-image.html", "test-storage.html",
-                          "test.html"]
+                          "test-threads.html", "test.html"]
     assert find_test_code(release_site) == []
 
 

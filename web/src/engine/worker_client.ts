@@ -41,6 +41,8 @@ interface Pending {
   onProgress?: (event: LoadProgressEvent) => void;
   onStep?: (step: number, total: number) => void;
   onPreview?: (preview: ImagePreview) => void;
+  /** The caller aborted: step and preview messages already on their way are dropped. */
+  aborted?: boolean;
 }
 
 export class WorkerEngine implements Engine {
@@ -78,11 +80,14 @@ export class WorkerEngine implements Engine {
       case "progress":
         p.onProgress?.(message.event);
         break;
+      // After an abort the caller sees no more progress of work it gave up, as in the page
+      // engine (where the next step sees the signal at once); the Worker may have sent some
+      // before the abort message reached it.
       case "step":
-        p.onStep?.(message.step, message.total);
+        if (!p.aborted) p.onStep?.(message.step, message.total);
         break;
       case "preview":
-        p.onPreview?.(message.preview);
+        if (!p.aborted) p.onPreview?.(message.preview);
         break;
       case "result":
         this.pending.delete(message.id);
@@ -113,7 +118,11 @@ export class WorkerEngine implements Engine {
       this.worker.postMessage({ kind: "call", id, method, args } as CallMessage satisfies ToWorker);
     });
     if (signal) {
-      const abort = () => this.worker.postMessage({ kind: "abort", id } satisfies ToWorker);
+      const abort = () => {
+        const p = this.pending.get(id);
+        if (p) p.aborted = true;
+        this.worker.postMessage({ kind: "abort", id } satisfies ToWorker);
+      };
       if (signal.aborted) abort();
       else signal.addEventListener("abort", abort, { once: true });
       void done.catch(() => undefined).finally(() => signal.removeEventListener("abort", abort));

@@ -36,6 +36,7 @@
 import type * as tvmjs from "@mlc-ai/web-runtime";
 import type { LoadedModule } from "../base/tvm";
 import { ImageGenerationAborted, InvalidRequestError } from "../base/errors";
+import { nextTask } from "../base/next_task";
 import type { FloatDType, SchedulerName } from "../base/manifest_types";
 import { GaussianNoise, initialLatents } from "./latents";
 import {
@@ -47,15 +48,6 @@ import {
 import { download, upload } from "./tensors";
 
 const f32 = Math.fround;
-
-/**
- * One turn of the event loop (a macrotask). On WebGPU each step already waits for the GPU
- * there; on the CPU tvmjs's sync() resolves at once (a microtask), so without this a run in
- * a Worker would not see an abort message, nor anything else queued, until it ended.
- */
-function nextTask(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
-}
 
 /** One compiled component: its module and packed parameters (on that module's device). */
 export interface ImageComponent {

@@ -6,6 +6,7 @@ import { ContextWindowError } from "../base/errors";
 import type { ChatManifest } from "../base/manifest";
 import { Pcg32 } from "../base/prng";
 import type { Tokenizer } from "../base/tokenizer";
+import { nextTask } from "../base/next_task";
 import type { LoadedModule } from "../base/tvm";
 import { fetchManifest, loadCompiledModel, type LoadCompiledOptions } from "../compiled/load";
 import { uploadWeights } from "../compiled/weights";
@@ -196,7 +197,10 @@ export class ChatModel {
     let text = "";
     let finishReason: Generation["finishReason"] = "length";
     const margins: number[] | undefined = options.recordMargins ? [] : undefined;
+    // A CPU library computes inside each call: let the Worker's queued messages (an abort) in.
+    const onCpu = this.mod.backend === "wasm-cpu";
     while (tokens.length < maxTokens) {
+      if (onCpu) await nextTask();
       if (options.signal?.aborted) {
         finishReason = "abort";
         break;

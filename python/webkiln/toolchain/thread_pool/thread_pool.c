@@ -12,6 +12,14 @@
 // wait on). Every running helper acknowledges every generation by decrementing `pending`,
 // whether or not it got a task: so the owner cannot publish the next job while a helper may
 // still read this one. Waits spin first (gaps between kernels are mostly short), then block.
+//
+// Tasks are claimed from a counter, not assigned by thread: a helper the OS has not scheduled
+// yet (the cores are shared with the page and other tabs) leaves its task to whoever is free,
+// the owner included, instead of stalling the launch. TIR's lambdas split their loop by
+// (task_id, num_task) whatever thread runs them, so results do not depend on who ran what.
+// num_task 0 (what TVM's code generator passes) means one task per thread; a C kernel may ask
+// for more, smaller tasks (e.g. 4 per thread) to balance better, if it uses no barrier. With
+// at most one task per thread a barrier cannot deadlock: a thread waiting in it claims no more.
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -30,6 +38,7 @@ static struct {
   _Atomic int32_t ready;       // helpers that entered their loop
   _Atomic int32_t errors;      // tasks of this launch that returned non-zero
   _Atomic int32_t helper_tasks;  // tasks helpers have run, ever: proof that threads ran
+  _Atomic int32_t next_task;     // the next task id of this launch to claim
   _Atomic int32_t stop;
   _Atomic int32_t barrier_arrived;
   _Atomic int32_t barrier_generation;
@@ -96,9 +105,11 @@ void webkiln_thread_main(int32_t index) {
     wait_while_equal(&pool.generation, seen, 1);
     seen = atomic_load(&pool.generation);
     if (atomic_load(&pool.stop)) return;
-    if (index < pool.env.num_task) {
-      if (pool.flambda(index, &pool.env, pool.cdata) != 0) atomic_fetch_add(&pool.errors, 1);
-      atomic_fetch_add_explicit(&pool.helper_tasks, 1, memory_order_relaxed);
+    if (index <= pool.active) {
+      for (int32_t id; (id = atomic_fetch_add(&pool.next_task, 1)) < pool.env.num_task;) {
+        if (pool.flambda(id, &pool.env, pool.cdata) != 0) atomic_fetch_add(&pool.errors, 1);
+        atomic_fetch_add_explicit(&pool.helper_tasks, 1, memory_order_relaxed);
+      }
     }
     if (atomic_fetch_sub(&pool.pending, 1) == 1) __builtin_wasm_memory_atomic_notify((int32_t*)&pool.pending, 1);
   }
@@ -106,18 +117,21 @@ void webkiln_thread_main(int32_t index) {
 
 int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_task) {
   if (pool.active == 0 || pool.in_launch || is_helper) return webkiln_serial_parallel_launch(flambda, cdata, num_task);
-  int32_t n = pool.active + 1;
-  if (num_task > 0 && num_task < n) n = num_task;  // 0: TVM leaves the count to the runtime
+  int32_t n = num_task > 0 ? num_task : pool.active + 1;  // 0: TVM leaves the count to the runtime
   pool.in_launch = 1;
   pool.flambda = flambda;
   pool.cdata = cdata;
   pool.env.sync_handle = 0;
   pool.env.num_task = n;
   atomic_store(&pool.errors, 0);
+  atomic_store(&pool.next_task, 0);
   atomic_store(&pool.pending, pool.running);
   atomic_fetch_add(&pool.generation, 1);  // sequentially consistent: publishes the job above
   __builtin_wasm_memory_atomic_notify((int32_t*)&pool.generation, -1);
-  int rc = flambda(0, &pool.env, cdata);
+  int rc = 0;
+  for (int32_t id; (id = atomic_fetch_add(&pool.next_task, 1)) < n;) {
+    if (flambda(id, &pool.env, cdata) != 0) rc = -1;
+  }
   int32_t left;
   while ((left = atomic_load(&pool.pending)) != 0) wait_while_equal(&pool.pending, left, pool.main_may_wait);
   pool.in_launch = 0;
