@@ -16,4 +16,5 @@ fi
 if [ ! -f site/kernel-check/check.json ]; then
   .venv/bin/webkiln kernel-check
 fi
-exec .venv/bin/webkiln serve "$@"
+# Cross-origin isolated (COOP/COEP), so the CPU backend runs on every core (WebAssembly threads).
+exec .venv/bin/webkiln serve --isolate "$@"

@@ -72,8 +72,9 @@ def test_tiny_side_by_side_run(tmp_path, web_bundle, smollm2_gguf):  # noqa: F81
     assert [rows["wllama", t]["threads"] for t in (1, 2)] == ["1", "2"]
     assert [rows["native", t]["threads"] for t in (1, 2)] == ["1", "2"]
     assert rows["wasm-cpu", 1]["threads"] == "1"
-    assert rows["wasm-cpu", 2]["threads"] in ("2", "1 (threads not implemented)")
-    assert rows["wasm-cpu", 1]["backend_reason"]
+    assert rows["wasm-cpu", 2]["threads"] == "2"
+    assert "1 thread, as asked" in rows["wasm-cpu", 1]["backend_reason"]
+    assert "2 threads (cross-origin isolated)" in rows["wasm-cpu", 2]["backend_reason"]
 
     # Greedy tokens: webkiln's wasm library and TVM native are the same model compiled twice and
     # agree exactly; wllama (llama.cpp, its own kernels) continues the same prompt the same way

@@ -182,3 +182,58 @@ def test_q0f16_runs_on_the_f32_library(browser, test_site, tiny_llama, tmp_path)
                 % GREEDY_TOKENS, PROMPT)["tokens"]
         context.close()
     assert got == {"webgpu-f32": expected, "wasm-cpu": expected}
+
+
+# --------------------------------------------------------------------------- CPU threads
+# The engine in its Worker (createEngine), the default model on wasm-cpu. On a cross-origin
+# isolated page the threaded link of the library runs the matmul kernels' rows on 2 threads
+# (python/webkiln/compile/cpu_kernels/quant_matmul.c); the greedy reply must be the one a
+# single thread writes (each output row is computed the same way whichever thread takes it).
+
+THREADS_CHAT = """async ([manifest, threads]) => {
+    window.threadEngine ??= window.webkilnChat.createEngine();
+    const e = window.threadEngine;
+    const info = await e.loadModel(manifest, {backend: "wasm-cpu", threads});
+    const reply = await e.chat.completions.create({
+        messages: [{role: "user", content: %s}], temperature: 0, max_tokens: %d});
+    return {info, after: await e.loadedModel(), content: reply.choices[0].message.content, usage: reply.usage};
+}""" % (json.dumps(PROMPTS[0]), NEW_TOKENS)
+
+
+def _thread_runs(browser, root, model_dir, isolated: bool, counts: list[int]) -> list[dict]:
+    with LiveServer(root, cross_origin_isolated=isolated) as server:
+        context = browser.new_context()
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{server.url}/chat.html")
+        page.wait_for_function("window.webkilnChat !== undefined")
+        assert page.evaluate("() => crossOriginIsolated") is isolated
+        runs = [page.evaluate(THREADS_CHAT, [f"models/{model_dir.name}/manifest.json", n]) for n in counts]
+        context.close()
+    assert errors == []
+    return runs
+
+
+def test_two_cpu_threads_write_the_reply_of_one_on_an_isolated_page(browser, chat_site):
+    root, model_dir = chat_site
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["backends"]["wasm-cpu"]["threads_wasm"] == "wasm-cpu-threads.wasm"
+    two, one = _thread_runs(browser, root, model_dir, True, [2, 1])
+    assert two["info"]["backend"] == "wasm-cpu" and two["info"]["threads"] == 2, two["info"]
+    assert "2 threads (cross-origin isolated)" in two["info"]["backendReason"]
+    # The helper thread really ran kernel tasks (a decode step alone launches ~200).
+    assert two["after"]["threadTasks"] > NEW_TOKENS * 100, two["after"]
+    assert one["info"]["threads"] == 1 and "1 thread, as asked" in one["info"]["backendReason"]
+    assert one["after"]["threadTasks"] == 0
+    assert two["usage"]["completion_tokens"] == one["usage"]["completion_tokens"] == NEW_TOKENS
+    assert two["content"] == one["content"] and two["content"].strip()
+
+
+def test_cpu_backend_runs_one_thread_and_says_why_without_isolation(browser, chat_site):
+    root, model_dir = chat_site
+    (run,) = _thread_runs(browser, root, model_dir, False, [2])
+    assert run["info"]["threads"] == 1, run["info"]
+    reason = run["info"]["backendReason"]
+    assert "1 thread: the page is not cross-origin isolated" in reason and "webkiln serve --isolate" in reason
+    assert run["usage"]["completion_tokens"] == NEW_TOKENS and run["content"].strip()

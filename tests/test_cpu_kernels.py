@@ -10,6 +10,10 @@ in their own order, so |kernel - float64 reference| <= 1e-5 * sum_k |x_k| * (|q_
 (a few hundred ulps of the largest partial sums; an indexing or decoding bug is off by O(1)).
 The prefill path's dequantization must also be exact: with one-hot tokens the output is the
 dequantized weight matrix itself, compared bit for bit with WeightFormat.dequantize.
+
+The kernels split their rows over TVMBackendParallelLaunch's tasks (threads in a threaded
+library). Here a test launch (LAUNCH below) runs a chosen number of tasks one after the other,
+last first: every task count must give the bits of one task (the threaded library's promise).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ const { instance } = await WebAssembly.instantiate(fs.readFileSync(job.wasm), {
 });
 const e = instance.exports;
 e._initialize?.();
+e.webkiln_test_tasks(job.tasks);
 const bytes = (p) => new Uint8Array(fs.readFileSync(p));
 const place = (data) => {
   const at = e.malloc(data.length + 16);
@@ -50,13 +55,30 @@ fs.writeFileSync(job.output, new Uint8Array(e.memory.buffer, y, job.n * job.out_
 """
 
 
+# TVM's runtime is not linked here: this launch stands in for it, with `tasks` tasks when the
+# kernel leaves the count to the runtime (num_task 0), run in reverse order on one thread.
+LAUNCH = r"""
+typedef struct { void* sync_handle; int num_task; } Env;
+static int tasks = 1;
+__attribute__((export_name("webkiln_test_tasks"))) void webkiln_test_tasks(int n) { tasks = n; }
+int TVMBackendParallelLaunch(int (*lambda)(int, Env*, void*), void* data, int num_task) {
+  Env env = {0, num_task > 0 ? num_task : tasks};
+  int rc = 0;
+  for (int i = env.num_task - 1; i >= 0; i--) if (lambda(i, &env, data) != 0) rc = -1;
+  return rc;
+}
+"""
+
+
 @pytest.fixture(scope="module")
 def kernels_wasm(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("kernels")
     wasm = out / "kernels.wasm"
+    launch = out / "launch.c"
+    launch.write_text(LAUNCH)
     exports = ",".join(["_malloc", *(f"_{symbol}" for symbol, _ in cpu_matmul.KERNELS.values())])
     find_emscripten().run(
-        [*cpu_matmul.C_FLAGS, *map(str, cpu_matmul.kernel_sources()), "--no-entry", "-s", "STANDALONE_WASM=1",
+        [*cpu_matmul.C_FLAGS, *map(str, cpu_matmul.kernel_sources()), str(launch), "--no-entry", "-s", "STANDALONE_WASM=1",
          "-s", "ALLOW_MEMORY_GROWTH=1", "-s", f"EXPORTED_FUNCTIONS={exports}", "-Wl,--no-stack-first",
          "-o", str(wasm)],
         "compiling the wasm-cpu kernels for the test")
@@ -76,7 +98,8 @@ def _stored(fmt_name: str, out_f: int, in_f: int, rng: np.random.Generator) -> d
     return arrays
 
 
-def _run(kernels_wasm: Path, tmp_path: Path, fmt_name: str, arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+def _run(kernels_wasm: Path, tmp_path: Path, fmt_name: str, arrays: dict[str, np.ndarray], x: np.ndarray,
+         tasks: int = 1) -> np.ndarray:
     symbol, names = cpu_matmul.KERNELS[fmt_name]
     n, in_f = x.shape
     out_f = arrays["qweight"].shape[0]
@@ -86,7 +109,7 @@ def _run(kernels_wasm: Path, tmp_path: Path, fmt_name: str, arrays: dict[str, np
         path.write_bytes(np.ascontiguousarray(array).tobytes())
         inputs.append(str(path))
     job = {"wasm": str(kernels_wasm), "symbol": symbol, "inputs": inputs, "n": n, "out_f": out_f, "in_f": in_f,
-           "work": cpu_matmul.workspace_floats(in_f), "output": str(tmp_path / "y.bin")}
+           "work": cpu_matmul.workspace_floats(in_f), "output": str(tmp_path / "y.bin"), "tasks": tasks}
     (tmp_path / "job.json").write_text(json.dumps(job))
     (tmp_path / "run.mjs").write_text(RUNNER)
     run = subprocess.run(["node", str(tmp_path / "run.mjs"), str(tmp_path / "job.json")], capture_output=True, text=True)
@@ -131,6 +154,21 @@ def test_prefill_dequantization_is_exact(kernels_wasm, tmp_path, fmt_name):
     arrays = _stored(fmt_name, out_f, in_f, rng)
     got = _run(kernels_wasm, tmp_path, fmt_name, arrays, np.eye(in_f, dtype=np.float32))
     np.testing.assert_array_equal(got.T, FORMATS[fmt_name].dequantize(arrays))
+
+
+@pytest.mark.parametrize("fmt_name", sorted(cpu_matmul.KERNELS))
+@pytest.mark.parametrize("tokens", [1, 5], ids=lambda n: f"{n}tok")
+def test_any_task_count_gives_the_bits_of_one(kernels_wasm, tmp_path, fmt_name, tokens):
+    rng = np.random.default_rng(11 + tokens)
+    out_f, in_f = 75, 4 * GROUP  # rows that split unevenly, with a ragged last chunk
+    arrays = _stored(fmt_name, out_f, in_f, rng)
+    x = rng.standard_normal((tokens, in_f)).astype(np.float32)
+    one = _run(kernels_wasm, tmp_path, fmt_name, arrays, x)
+    # 2 and 3 threads; the most a page starts; more tasks than workspace slots (the rows go to
+    # the first MAX_TASKS, the rest do nothing).
+    for tasks in (2, 3, cpu_matmul.MAX_TASKS, cpu_matmul.MAX_TASKS + 3):
+        got = _run(kernels_wasm, tmp_path, fmt_name, arrays, x, tasks)
+        np.testing.assert_array_equal(got, one, err_msg=f"{fmt_name}, {tokens} tokens, {tasks} tasks")
 
 
 def test_model_calls_the_kernels_on_wasm_cpu_only():

@@ -89,8 +89,6 @@ WLLAMA_WASM = WLLAMA_PACKAGE / "esm" / "wasm" / "wllama.wasm"
 BENCH_DIR = "bench"
 WLLAMA_SCRIPTS = ("assets/bench-wllama.js",)
 WLLAMA_READY = "window.wllamaBench !== undefined"
-# webkiln has no CPU threads yet: a row asking for more says so instead of claiming them.
-NO_THREADS = "threads not implemented"
 
 
 @dataclass(frozen=True)
@@ -221,15 +219,18 @@ class Prompt:
     short_text: str
 
 
-_WEBKILN_RUN_JS = """async ([manifest, backend, short, prompt, decode]) => {
-  const chat = window.webkilnChat;
-  const loaded = await chat.load(manifest, backend);
+# wasm-cpu rows run in a Worker (the only place its threads run), with the thread count asked
+# for; the WebGPU row on the page, as the app's in-page engine would.
+_WEBKILN_RUN_JS = """async ([manifest, backend, threads, short, prompt, decode]) => {
+  const chat = threads === null ? window.webkilnChat : window.webkilnChat.worker();
+  const loaded = await chat.load(manifest, backend, threads ?? undefined);
   // First token: a short prompt right after the warm load (also warms the kernels).
   const first = await chat.generate(short, {maxTokens: 2, temperature: 0, stopTokenIds: []});
   chat.reset();
   const started = performance.now();
   const run = await chat.generate(prompt, {maxTokens: decode, temperature: 0, stopTokenIds: []});
   const wallMillis = performance.now() - started;
+  chat.terminate?.();
   return {loaded, isolated: self.crossOriginIsolated,
           first: {prefillMillis: first.prefillMillis, prefilledTokens: first.prefilledTokens},
           run: {prefillMillis: run.prefillMillis, decodeMillis: run.decodeMillis, wallMillis,
@@ -246,19 +247,27 @@ _WLLAMA_RUN_JS = """async ([options, short, prompt, decode]) => {
 }"""
 
 
-def _webkiln_load(browser: ChromiumProfile, manifest: str, backend: str, isolated: bool) -> dict:
+_WEBKILN_LOAD_JS = """async ([manifest, backend, threads]) => {
+  const chat = threads === null ? window.webkilnChat : window.webkilnChat.worker();
+  const loaded = await chat.load(manifest, backend, threads ?? undefined);
+  chat.terminate?.();
+  return loaded;
+}"""
+
+
+def _webkiln_load(browser: ChromiumProfile, manifest: str, backend: str, threads: int | None, isolated: bool) -> dict:
     page = browser.page(isolated=isolated)
     try:
-        return page.evaluate("([m, b]) => window.webkilnChat.load(m, b)", [manifest, backend])
+        return page.evaluate(_WEBKILN_LOAD_JS, [manifest, backend, threads])
     finally:
         page.close()
 
 
-def _webkiln_run(browser: ChromiumProfile, manifest: str, backend: str, isolated: bool, prompt: Prompt,
-                 decode_tokens: int) -> dict:
+def _webkiln_run(browser: ChromiumProfile, manifest: str, backend: str, threads: int | None, isolated: bool,
+                 prompt: Prompt, decode_tokens: int) -> dict:
     page = browser.page(isolated=isolated)
     try:
-        got = page.evaluate(_WEBKILN_RUN_JS, [manifest, backend, prompt.short, prompt.ids, decode_tokens])
+        got = page.evaluate(_WEBKILN_RUN_JS, [manifest, backend, threads, prompt.short, prompt.ids, decode_tokens])
     finally:
         page.close()
     run, loaded = got["run"], got["loaded"]
@@ -268,7 +277,7 @@ def _webkiln_run(browser: ChromiumProfile, manifest: str, backend: str, isolated
     return {
         "backend": loaded["backend"],
         "backend_reason": loaded.get("backendReason"),
-        "threads_used": loaded.get("threads", 1),  # reported by the engine once it has threads
+        "threads_used": loaded.get("threads"),  # the CPU's, as the engine reports them (None on WebGPU)
         "cross_origin_isolated_page": got["isolated"],
         "load_warm_seconds": loaded["millis"] / 1000,
         "first_token_warm_seconds": (loaded["millis"] + got["first"]["prefillMillis"]) / 1000,
@@ -353,8 +362,6 @@ class Row:
         if self.threads is None:
             return "n/a (WebGPU)"
         used = {r.get("threads_used") for r in self.runs}
-        if self.backend == "wasm-cpu" and used == {1} and self.threads > 1:
-            return f"1 ({NO_THREADS})"
         if len(used) == 1:
             only = used.pop()
             return str(only) if only == self.threads else f"{only} (asked {self.threads})"
@@ -410,7 +417,7 @@ def bench_browser(site: Path, model_dir: Path, prompt: Prompt, settings: BenchSe
             if row.engine == "wllama":
                 loaded = _wllama_load(browser, row.threads or 1, settings, row.isolated)
             else:
-                loaded = _webkiln_load(browser, manifest, _library(row.backend), row.isolated)
+                loaded = _webkiln_load(browser, manifest, _library(row.backend), row.threads, row.isolated)
             row.load_cold_seconds = loaded["millis"] / 1000
         # Runs interleaved (run 1 of every row, then run 2, ...): on a shared machine a busy
         # spell then slows every engine alike instead of one row.
@@ -423,8 +430,8 @@ def bench_browser(site: Path, model_dir: Path, prompt: Prompt, settings: BenchSe
                 if row.engine == "wllama":
                     result = _wllama_run(browser, row.threads or 1, settings, row.isolated, prompt)
                 else:
-                    result = _webkiln_run(browser, manifest, _library(row.backend), row.isolated, prompt,
-                                          settings.decode_tokens)
+                    result = _webkiln_run(browser, manifest, _library(row.backend), row.threads, row.isolated,
+                                          prompt, settings.decode_tokens)
                 # How busy the machine was: another job's threads preempt a thread pool that
                 # waits at barriers (llama.cpp's), which shows at 2 threads on 2 cores first.
                 result["load_average_1min_before"] = busy

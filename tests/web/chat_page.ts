@@ -1,5 +1,8 @@
 // tests/site/chat.html's `window.webkilnChat`: direct access to a ChatModel, the chat
 // template and both engine flavours, for tests and benchmarks. (The app is site/index.html.)
+// The same bundle started as a module Worker (`webkilnChat.worker()`) serves load/generate/
+// reset from there: the CPU backend runs more than one thread only in a Worker (and its
+// helper threads are this bundle too).
 
 import { createEngine, type Engine } from "../../web/src/engine";
 import { createInPageEngine } from "../../web/src/engine/in_page";
@@ -7,6 +10,7 @@ import { ChatModel, type GenerateOptions, type LoadChatOptions } from "../../web
 import { ChatTemplate, type TemplateMessage } from "../../web/src/llm/chat_template";
 import type { ChatManifest } from "../../web/src/base/manifest_types";
 import { Tokenizer } from "../../web/src/base/tokenizer";
+import { isHelperThread, runHelperThread } from "../../web/src/compiled/threads";
 
 let current: ChatModel | undefined;
 
@@ -23,10 +27,16 @@ export function currentModel(): ChatModel | undefined {
   return current;
 }
 
-async function load(manifestUrl: string, backend?: string) {
+async function load(manifestUrl: string, backend?: string, threads?: number) {
   const started = performance.now();
-  const m = await loadModel(manifestUrl, { backend });
-  return { id: m.manifest.id, backend: m.backend, backendReason: m.backendReason, millis: performance.now() - started };
+  const m = await loadModel(manifestUrl, { backend, threads, threadHelperUrl: import.meta.url });
+  return {
+    id: m.manifest.id,
+    backend: m.backend,
+    backendReason: m.backendReason,
+    threads: m.threads?.count,
+    millis: performance.now() - started,
+  };
 }
 
 function model(): ChatModel {
@@ -55,6 +65,58 @@ async function renderChat(manifestUrl: string, messages: TemplateMessage[], addG
   }
 }
 
+type WorkerMethod = "load" | "generate" | "reset";
+interface WorkerCall {
+  id: number;
+  method: WorkerMethod;
+  args: unknown[];
+}
+
+/** load/generate/reset answered by this bundle in a module Worker (manifest URLs relative to the page). */
+function workerChat() {
+  const worker = new Worker(import.meta.url, { type: "module" });
+  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  let next = 0;
+  worker.onmessage = (e: MessageEvent<{ id: number; value?: unknown; error?: string }>) => {
+    const waiting = pending.get(e.data.id);
+    pending.delete(e.data.id);
+    if (e.data.error !== undefined) waiting?.reject(new Error(e.data.error));
+    else waiting?.resolve(e.data.value);
+  };
+  const call = <T>(method: WorkerMethod, ...args: unknown[]): Promise<T> =>
+    new Promise((resolve, reject) => {
+      const id = next++;
+      pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      worker.postMessage({ id, method, args } satisfies WorkerCall);
+    });
+  return {
+    load: (manifestUrl: string, backend?: string, threads?: number) =>
+      call<Awaited<ReturnType<typeof load>>>("load", new URL(manifestUrl, location.href).href, backend, threads),
+    generate: (promptIds: number[], options: Omit<GenerateOptions, "onToken" | "signal"> = {}) =>
+      call<Awaited<ReturnType<typeof generate>>>("generate", promptIds, options),
+    reset: () => call<void>("reset"),
+    terminate: () => worker.terminate(),
+  };
+}
+
+function serveWorkerCalls(): void {
+  const scope = self as unknown as { onmessage: ((e: MessageEvent<WorkerCall>) => void) | null; postMessage(m: unknown): void };
+  const methods: Record<WorkerMethod, (...args: never[]) => unknown> = {
+    load: load as (...args: never[]) => unknown,
+    generate: generate as (...args: never[]) => unknown,
+    reset: () => model().reset(),
+  };
+  scope.onmessage = (e) => {
+    const { id, method, args } = e.data;
+    Promise.resolve()
+      .then(() => methods[method](...(args as never[])))
+      .then(
+        (value) => scope.postMessage({ id, value }),
+        (error: unknown) => scope.postMessage({ id, error: error instanceof Error ? error.message : String(error) }),
+      );
+  };
+}
+
 declare global {
   interface Window {
     webkilnChat: {
@@ -65,14 +127,22 @@ declare global {
       renderChat: typeof renderChat;
       /** The Worker engine, or with {worker: false} the same engine on this thread. */
       createEngine: (options?: { worker?: boolean }) => Engine;
+      /** load/generate/reset in a Worker of their own (where the CPU backend may run threads). */
+      worker: typeof workerChat;
     };
   }
 }
-window.webkilnChat = {
-  load,
-  generate,
-  encode,
-  reset: () => model().reset(),
-  renderChat,
-  createEngine: (options = {}) => (options.worker === false ? createInPageEngine() : createEngine()),
-};
+if (typeof window === "undefined") {
+  if (isHelperThread()) runHelperThread();
+  else serveWorkerCalls();
+} else {
+  window.webkilnChat = {
+    load,
+    generate,
+    encode,
+    reset: () => model().reset(),
+    renderChat,
+    createEngine: (options = {}) => (options.worker === false ? createInPageEngine() : createEngine()),
+    worker: workerChat,
+  };
+}

@@ -25,7 +25,9 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 _CODE = ("models/llm.py", "quant/formats.py", "compile/build.py", "compile/schedules.py", "compile/targets.py",
          "compile/cpu_matmul.py",  # the wasm-cpu kernels' TIR calls, flags and sources:
          *sorted(p.relative_to(_PACKAGE).as_posix() for p in (_PACKAGE / "compile" / "cpu_kernels").glob("*.[ch]")),
-         "toolchain/link.py", "package/image/surgery.py",  # merges the components, splits tables
+         "toolchain/link.py", "toolchain/threads.py",  # both links of the wasm-cpu library
+         *sorted(p.relative_to(_PACKAGE).as_posix() for p in (_PACKAGE / "toolchain" / "thread_pool").glob("*.[chs]")),
+         "package/image/surgery.py",  # merges the components, splits tables
          *sorted(p.relative_to(_PACKAGE).as_posix() for p in (_PACKAGE / "models" / "diffusion").glob("*.py")))
 
 
@@ -44,26 +46,41 @@ class CachedLibrary(NamedTuple):
     # What `build` returned, kept next to the library (JSON), e.g. the parameter list a
     # weights-only rebuild needs without exporting the model again.
     info: Any
+    # The threaded variant `build` also wrote (threads_library(path)), or None.
+    threads_path: Path | None = None
+
+
+def threads_library(path: Path) -> Path:
+    """Where a build writes the threaded variant of the library at `path`, if it makes one."""
+    return path.with_name(path.stem + "-threads.wasm")
+
+
+def _intact(path: Path, recorded: dict) -> bool:
+    return path.stat().st_size == recorded["size"] and sha256_file(path) == recorded["sha256"]
 
 
 def cached_library(parts: dict, build: Callable[[Path], Any]) -> CachedLibrary:
-    """`build(path)` writes the library and may return JSON-serialisable info about it."""
+    """`build(path)` writes the library (and, optionally, its threaded variant at
+    threads_library(path)) and may return JSON-serialisable info about it."""
     key = library_key(parts)
     directory = cache_dir() / "libs"
-    lib, meta = directory / f"{key}.wasm", directory / f"{key}.json"
+    lib, threads, meta = directory / f"{key}.wasm", directory / f"{key}-threads.wasm", directory / f"{key}.json"
     try:
         recorded = json.loads(meta.read_text())
-        if lib.stat().st_size == recorded["size"] and sha256_file(lib) == recorded["sha256"]:
-            return CachedLibrary(lib, True, recorded.get("info"))
-    except (OSError, ValueError, KeyError):
+        if _intact(lib, recorded) and ("threads" not in recorded or _intact(threads, recorded["threads"])):
+            return CachedLibrary(lib, True, recorded.get("info"), threads if "threads" in recorded else None)
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
         out = Path(tmp) / "lib.wasm"
         info = build(out)
-        (Path(tmp) / "meta.json").write_text(json.dumps(
-            {"size": out.stat().st_size, "sha256": sha256_file(out), "parts": parts, "info": info},
-            default=str, indent=1))
+        entry: dict[str, Any] = {"size": out.stat().st_size, "sha256": sha256_file(out), "parts": parts, "info": info}
+        built_threads = threads_library(out)
+        if built_threads.exists():
+            entry["threads"] = {"size": built_threads.stat().st_size, "sha256": sha256_file(built_threads)}
+            shutil.move(str(built_threads), threads)
+        (Path(tmp) / "meta.json").write_text(json.dumps(entry, default=str, indent=1))
         shutil.move(str(out), lib)
         shutil.move(str(Path(tmp) / "meta.json"), meta)  # written last: marks the entry complete
-    return CachedLibrary(lib, False, info)
+    return CachedLibrary(lib, False, info, threads if "threads" in entry else None)

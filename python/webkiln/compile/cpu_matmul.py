@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..quant.formats import GROUP, WeightFormat
+from ..quant.formats import WeightFormat
 
 KERNEL_DIR = Path(__file__).resolve().parent / "cpu_kernels"
 SOURCES = ("quant_matmul.c",)
@@ -43,10 +43,14 @@ def has_kernel(fmt: WeightFormat) -> bool:
     return fmt.name in KERNELS
 
 
+# Prefill tasks that get their own workspace (quant_matmul.c MAX_TASKS).
+MAX_TASKS = 8
+
+
 def workspace_floats(in_f: int) -> int:
-    """Scratch the kernels need (quant_matmul.c, entries): two dequantized rows for prefill,
-    or x reordered plus its group sums for decode."""
-    return 2 * in_f + in_f // GROUP
+    """Scratch the kernels need (quant_matmul.c, entries): two dequantized rows per prefill
+    task, which covers decode's x reordered plus its group sums (in_f + in_f / 32)."""
+    return MAX_TASKS * 2 * in_f
 
 
 def matmul_func(fmt: WeightFormat, out_f: int, in_f: int) -> Any:

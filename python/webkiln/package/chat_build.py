@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..compile.build import build_module
+from ..compile.cache import threads_library
 from ..compile.targets import get_target
 from ..models import llm
 from ..quant.convert import convert_params, plan_weights
@@ -72,12 +73,15 @@ def build_chat_model(
             parts = {"target": spec.name, "config": dataclasses.asdict(cfg), "plan": plan.formats,
                      "dtype": backend.dtype, "prefill_chunk": prefill_chunk, "link": link_mode.value,
                      "info": "params"}
+            threaded = backend.target == "wasm-cpu"
+            if threaded:
+                parts["threads"] = True  # entries carry the threaded variant (older ones did not)
 
-            def build(path: Path, dtype=backend.dtype, spec=spec) -> list:
+            def build(path: Path, dtype=backend.dtype, spec=spec, threaded=threaded) -> list:
                 # Exported only on a cache miss: exporting SmolLM2 takes ~6 s, most of a
                 # weights-only rebuild. (Called through the module so a test can check that.)
                 mod, params = llm.export(cfg, plan, dtype, spec.tvm_target(), prefill_chunk)
-                build_module(mod, spec.name, path, link_mode)
+                build_module(mod, spec.name, path, link_mode, threads_library(path) if threaded else None)
                 return params
 
             params = [(n, tuple(shape), dt) for n, shape, dt in
@@ -96,7 +100,10 @@ def build_chat_model(
         largest = _largest_binding(cfg, records, context_window, prefill_chunk, scheme.activation_dtype)
         kv_bytes = _kv_cache_bytes(cfg, context_window, scheme.activation_dtype)
         activation_bytes = _activation_bytes(cfg, prefill_chunk, scheme.activation_dtype)
-        library_bytes = {b.name: (staging / f"{b.name}.wasm").stat().st_size for b in backends}
+        # A CPU backend loads either of its two links: the larger counts against the heap.
+        library_bytes = {b.name: max(p.stat().st_size for p in (staging / f"{b.name}.wasm", staging / f"{b.name}-threads.wasm")
+                                     if p.exists())
+                         for b in backends}
         generation = {**GENERATION_DEFAULTS, **source.generation_defaults}
         manifest = ChatManifest(
             format=MANIFEST_FORMAT,
@@ -164,7 +171,8 @@ def _backend_entry(b: ChatBackend, cfg: LlmConfig, weight_bytes: int, largest: i
     if b.target == "wasm-cpu":
         # The whole model lives in one wasm32 memory: the library's own data and the
         # runtime's allocations count too.
-        return BackendEntry(f"{b.name}.wasm", "cpu", [], {}, memory + library_bytes + CPU_HEAP_OVERHEAD)
+        return BackendEntry(f"{b.name}.wasm", "cpu", [], {}, memory + library_bytes + CPU_HEAP_OVERHEAD,
+                            threads_wasm=f"{b.name}-threads.wasm")
     return BackendEntry(f"{b.name}.wasm", "webgpu", ["shader-f16"] if b.dtype == "float16" else [],
                         {"maxStorageBufferBindingSize": largest, "maxBufferSize": largest}, memory)
 

@@ -89,6 +89,9 @@ class BackendEntry(Schema):
     # What this backend holds at the context window: weights + KV cache + activations (on
     # the GPU, or in the wasm heap, which wasm32 caps at 4 GiB, for the CPU)
     memory_bytes: int
+    # CPU only: the same library linked for threads (shared memory; loaded instead of `wasm`
+    # where the page is cross-origin isolated and more than one thread is wanted)
+    threads_wasm: str | None = optional()
 
 
 @dataclass

@@ -65,9 +65,12 @@ def folder_files(folder: Path) -> list[ManifestFile]:
 def stage_library(parts: dict[str, Any], build: Callable[[Path], Any], staging: Path, backend: str,
                   progress: Progress) -> Any:
     """Copies the backend's compiled library (from the compile cache, built by `build` on a
-    miss) into the staging folder as `<backend>.wasm`; -> what `build` recorded with it."""
-    lib, reused, info = cached_library(parts, build)
+    miss) into the staging folder as `<backend>.wasm`, and its threaded variant, if `build`
+    made one, as `<backend>-threads.wasm`; -> what `build` recorded with it."""
+    lib, reused, info, threads = cached_library(parts, build)
     shutil.copyfile(lib, staging / f"{backend}.wasm")
+    if threads is not None:
+        shutil.copyfile(threads, staging / f"{backend}-threads.wasm")
     progress.done("reused from the compile cache" if reused else f"cached as {lib.name}")
     return info
 

@@ -12,7 +12,7 @@ type HandlerTable = { [K in MethodName]: (args: MethodArgs<K>) => unknown };
 
 test("call messages are typed by the method map", () => {
   const calls: ToWorker[] = [
-    { kind: "call", id: 1, method: "loadModel", args: ["tiny", undefined] },
+    { kind: "call", id: 1, method: "loadModel", args: ["tiny", undefined, undefined] },
     { kind: "call", id: 2, method: "cache.delete", args: ["tiny"] },
     { kind: "call", id: 3, method: "unloadModel", args: [] },
     { kind: "abort", id: 1 },

@@ -99,6 +99,7 @@ export interface BackendEntry {
   required_features: string[];
   required_limits: Record<string, number>;
   memory_bytes: number;
+  threads_wasm?: string;
 }
 
 export interface ChatMemory {

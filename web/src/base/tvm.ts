@@ -98,17 +98,30 @@ export interface LoadedModule {
   dispose(): void;
 }
 
+/** A library someone else instantiated (e.g. on a shared memory with helper threads), with how to free it. */
+export interface InstantiatedLibrary {
+  tvm: tvmjs.Instance;
+  dispose(): void;
+}
+
 export async function loadModule(
-  wasm: ArrayBuffer,
+  wasm: ArrayBuffer | InstantiatedLibrary,
   backend: Backend,
   gpu?: GPUContext,
 ): Promise<LoadedModule> {
   const log: string[] = [];
   let tvm: tvmjs.Instance;
-  try {
-    tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), (msg) => log.push(msg));
-  } catch (err) {
-    throw new ModuleLoadError(`Could not instantiate the model library: ${String(err)}`);
+  let free: () => void;
+  if (wasm instanceof ArrayBuffer) {
+    try {
+      tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), (msg) => log.push(msg));
+    } catch (err) {
+      throw new ModuleLoadError(`Could not instantiate the model library: ${String(err)}`);
+    }
+    free = () => tvm.dispose();
+  } else {
+    tvm = wasm.tvm;
+    free = () => wasm.dispose();
   }
   let device: tvmjs.DLDevice;
   if (backend === "webgpu") {
@@ -129,7 +142,7 @@ export async function loadModule(
     gpu,
     dispose() {
       vm.dispose();
-      tvm.dispose();
+      free();
     },
   };
 }

@@ -10,6 +10,7 @@ import { parseManifest, tokenizerFile, type ChatManifest, type ImageManifest, ty
 import { Tokenizer } from "../base/tokenizer";
 import { loadModule, probeWebGPU, webgpuTerms, type GPUContext, type LoadedModule, type WebGPUProbe } from "../base/tvm";
 import { fetchJsonCached, loadFiles, type LoadOptions } from "../storage";
+import { helperScriptUrl, instantiateThreaded, planThreads, type ThreadedModule, type ThreadPlan } from "./threads";
 
 export interface LoadCompiledOptions extends Pick<LoadOptions, "onProgress" | "onCorruptCacheEntry" | "cacheName" | "signal"> {
   /**
@@ -22,6 +23,23 @@ export interface LoadCompiledOptions extends Pick<LoadOptions, "onProgress" | "o
    * loss); default: probed here. A CPU backend leaves the device unused.
    */
   webgpu?: WebGPUProbe;
+  /** CPU backend threads (wasm-cpu): default, the cores where the page is cross-origin isolated, else 1. */
+  threads?: number;
+  /**
+   * The script helper threads start: the engine Worker's own bundle, which runs a helper when
+   * started as one (compiled/threads.ts isHelperThread). Without it the CPU runs one thread.
+   */
+  threadHelperUrl?: string | URL;
+}
+
+/** The CPU threads a loaded model runs (null on WebGPU). */
+export interface CpuThreads {
+  /** Threads that run its parallel work, the engine's own included. */
+  count: number;
+  /** Why that many, in one line ("2 threads (cross-origin isolated)", "1 thread: the page is not ..."). */
+  reason: string;
+  /** Parallel tasks helper threads have run so far (0 with one thread): proof that they ran. */
+  helperTasks(): number;
 }
 
 const TASK_NOUN = { chat: "a chat model", image: "an image model" } as const;
@@ -46,6 +64,7 @@ export interface CompiledModel<M extends Manifest> {
   entry: M["backends"][string];
   tokenizer: Tokenizer;
   mod: LoadedModule;
+  threads: CpuThreads | null;
   /** The shards of the backend's weights, in the order the tensor records number them. */
   shards: Uint8Array[];
   /** Frees the library and the tokenizer (for a task whose own setup fails). */
@@ -82,7 +101,12 @@ export async function loadCompiledModel<M extends Manifest>(
   if (!options.webgpu && webgpu.gpu && !gpu) webgpu.gpu.device.destroy();
   const shardPaths = spec.shardsOf(backend, entry);
   const tokenizerPath = tokenizerFile(manifest);
-  const wanted = new Set([entry.wasm, tokenizerPath, ...shardPaths]);
+  // A CPU backend with more than one thread loads the threaded link of its library instead.
+  const threadedWasm = entry.device === "cpu" && "threads_wasm" in entry ? entry.threads_wasm : undefined;
+  const plan: ThreadPlan | null =
+    entry.device === "cpu" ? planThreads(options.threads, options.threadHelperUrl, threadedWasm !== undefined) : null;
+  const wasmPath = plan && plan.threads > 1 && threadedWasm ? threadedWasm : entry.wasm;
+  const wanted = new Set([wasmPath, tokenizerPath, ...shardPaths]);
   const files = await loadFiles(manifestUrl, manifest.files.filter((f) => wanted.has(f.path)), options);
   const get = (path: string): ArrayBuffer => {
     const data = files.get(path);
@@ -92,8 +116,16 @@ export async function loadCompiledModel<M extends Manifest>(
   const shards = shardPaths.map((p) => new Uint8Array(get(p)));
   const tokenizer = await Tokenizer.fromJSON(get(tokenizerPath));
   let mod: LoadedModule;
+  let threads: CpuThreads | null = null;
   try {
-    mod = await loadModule(get(entry.wasm), entry.device === "cpu" ? "wasm-cpu" : "webgpu", gpu);
+    if (plan && wasmPath !== entry.wasm) {
+      const threaded = await startThreads(get(wasmPath), plan, options.threadHelperUrl!);
+      threads = { count: threaded.module.threads, reason: threaded.reason, helperTasks: () => threaded.module.helperTasks() };
+      mod = await loadModule(threaded.module, "wasm-cpu");
+    } else {
+      mod = await loadModule(get(wasmPath), entry.device === "cpu" ? "wasm-cpu" : "webgpu", gpu);
+      if (plan) threads = { count: 1, reason: plan.reason, helperTasks: () => 0 };
+    }
   } catch (error) {
     tokenizer.dispose();
     throw error;
@@ -101,14 +133,30 @@ export async function loadCompiledModel<M extends Manifest>(
   return {
     manifest,
     backend,
-    backendReason: choice.reason,
+    backendReason: threads ? `${choice.reason}; ${threads.reason}` : choice.reason,
     entry,
     tokenizer,
     mod,
+    threads,
     shards,
     dispose() {
       mod.dispose();
       tokenizer.dispose();
     },
   };
+}
+
+/**
+ * The threaded library with `plan.threads` threads; if its helpers do not start (a browser
+ * that refuses nested Workers, memory for their stacks), the same library on one thread,
+ * saying why: the model still loads.
+ */
+async function startThreads(wasm: ArrayBuffer, plan: ThreadPlan, helperUrl: string | URL): Promise<{ module: ThreadedModule; reason: string }> {
+  try {
+    const module = await instantiateThreaded(wasm, { threads: plan.threads, helperUrl: helperScriptUrl(helperUrl) });
+    return { module, reason: plan.reason };
+  } catch (error) {
+    const module = await instantiateThreaded(wasm, { threads: 1, helperUrl });
+    return { module, reason: `1 thread: ${plan.threads} were planned but ${error instanceof Error ? error.message : String(error)}` };
+  }
 }

@@ -42,6 +42,50 @@ export function threadCount(requested?: number): number {
   return Math.min(wanted, MAX_THREADS);
 }
 
+/** How many threads a CPU backend runs, and why, in one line for the user. */
+export interface ThreadPlan {
+  threads: number;
+  reason: string;
+}
+
+/** Whether this code runs in a dedicated Worker (which may block; a page's main thread may not). */
+function inWorker(): boolean {
+  const g = globalThis as { WorkerGlobalScope?: new () => unknown };
+  return typeof g.WorkerGlobalScope === "function" && globalThis instanceof g.WorkerGlobalScope;
+}
+
+/**
+ * The threads a wasm-cpu model gets here: `requested` (default: the cores, at most
+ * MAX_THREADS) where threads can run, else 1 and why not. `helperUrl`: the script helpers
+ * start (the engine's Worker bundle); without it this engine cannot start helpers.
+ */
+export function planThreads(requested: number | undefined, helperUrl: string | URL | undefined, hasThreadedLibrary: boolean): ThreadPlan {
+  const wanted = threadCount(requested);
+  if (wanted === 1) {
+    return { threads: 1, reason: requested === 1 ? "1 thread, as asked" : "1 thread: the device reports one core" };
+  }
+  if (!hasThreadedLibrary) return { threads: 1, reason: "1 thread: this build of the model has no threaded CPU library" };
+  if (!inWorker() || helperUrl === undefined) {
+    return { threads: 1, reason: "1 thread: the engine runs on the page's main thread, which may not wait for helper threads (use createEngine(), which runs it in a Worker)" };
+  }
+  const unavailable = threadsUnavailable();
+  if (unavailable) return { threads: 1, reason: `1 thread: ${unavailable}` };
+  return { threads: wanted, reason: `${wanted} threads (cross-origin isolated)` };
+}
+
+/**
+ * A URL a helper Worker can be started from for the script at `url`. A Worker cannot be
+ * started from another origin's URL (the embeddable widget's engine runs from the widget's
+ * origin, inside a host page's): then a same-origin blob: module that imports it.
+ */
+export function helperScriptUrl(url: string | URL): string {
+  const href = new URL(url, globalThis.location?.href).href;
+  const here = globalThis.location?.origin;
+  if (here === undefined || new URL(href).origin === here || href.startsWith("blob:")) return href;
+  // Kept for the Worker's life: helpers may be started again by a later load.
+  return URL.createObjectURL(new Blob([`import ${JSON.stringify(href)};\n`], { type: "text/javascript" }));
+}
+
 /** The limits of the memory a module imports (env.memory), read from its import section. */
 export function importedMemoryLimits(wasm: ArrayBuffer): { initial: number; maximum: number; shared: boolean } | null {
   const bytes = new Uint8Array(wasm);

@@ -101,8 +101,18 @@ export interface LoadedModel {
   backend: string;
   /** Where that backend runs: WebGPU or the CPU (WebAssembly SIMD). */
   device: "webgpu" | "cpu";
-  /** Why that backend was chosen here, in one line ("the only WebGPU adapter ... is a CPU fallback ..."). */
+  /**
+   * Why that backend was chosen here, in one line ("the only WebGPU adapter ... is a CPU
+   * fallback ..."); on the CPU, also how many threads run and why ("...; 2 threads (cross-origin isolated)").
+   */
   backendReason: string;
+  /** CPU threads running the model (wasm-cpu only): more than 1 only where the page is cross-origin isolated. */
+  threads?: number;
+  /**
+   * Parallel tasks the helper threads have run since the model loaded (wasm-cpu only; 0 on
+   * one thread): read it again after a request to see that the threads worked.
+   */
+  threadTasks?: number;
   manifestUrl: string;
   contextWindow: number;
   millis: number;
@@ -115,6 +125,12 @@ export interface LoadModelOptions {
    * "webgpu" or "wasm-cpu" to insist; or a backend's name ("webgpu-f16", "webgpu-f32").
    */
   backend?: BackendRequest;
+  /**
+   * Threads for the CPU backend (wasm-cpu): default, the device's cores (at most 8) where the
+   * page is cross-origin isolated (COOP/COEP headers: `webkiln serve --isolate`) and the
+   * engine runs in its Worker (createEngine()); 1 otherwise. LoadedModel says what ran.
+   */
+  threads?: number;
   onProgress?: (event: LoadProgressEvent) => void;
   signal?: AbortSignal;
 }

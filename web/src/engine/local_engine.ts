@@ -25,12 +25,20 @@ import { ModelSession } from "./session";
 export class LocalEngine implements Engine {
   private readonly listeners = new Set<(event: EngineEvent) => void>();
   private readonly registry: ModelRegistry;
-  private readonly session = new ModelSession((event) => this.emit(event));
-  private readonly chatService = new ChatService(this.session);
-  private readonly imageService = new ImageService(this.session);
+  private readonly session: ModelSession;
+  private readonly chatService: ChatService;
+  private readonly imageService: ImageService;
 
-  constructor(baseUrl: string = globalThis.location?.href ?? "") {
+  /**
+   * `threadHelperUrl`: the script the CPU backend's helper threads start, one that runs
+   * runHelperThread() when isHelperThread() (worker_entry.ts passes its own URL); without it
+   * the CPU backend runs one thread.
+   */
+  constructor(baseUrl: string = globalThis.location?.href ?? "", options: { threadHelperUrl?: string } = {}) {
     this.registry = new ModelRegistry(baseUrl);
+    this.session = new ModelSession((event) => this.emit(event), options.threadHelperUrl);
+    this.chatService = new ChatService(this.session);
+    this.imageService = new ImageService(this.session);
   }
 
   private emit(event: EngineEvent): void {

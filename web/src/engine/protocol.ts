@@ -39,7 +39,7 @@ export interface EngineMethods {
   "images.generate"(request: ImageGenerateRequest, wants: ImageCallOptions): ImagesResponse;
   listModels(options: NonNullable<Parameters<Engine["listModels"]>[0]>): ModelInfo[];
   /** Progress comes as "progress" messages. */
-  loadModel(model: string, backend: string | undefined): LoadedModel;
+  loadModel(model: string, backend: string | undefined, threads: number | undefined): LoadedModel;
   unloadModel(): void;
   loadedModel(): LoadedModel | null;
   resetChat(): void;

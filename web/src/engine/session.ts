@@ -25,7 +25,11 @@ export class ModelSession {
   private releasing = false;
   private tail: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly emit: (event: EngineEvent) => void) {}
+  /** `threadHelperUrl`: the script CPU helper threads start (LoadCompiledOptions.threadHelperUrl); none: one thread. */
+  constructor(
+    private readonly emit: (event: EngineEvent) => void,
+    private readonly threadHelperUrl?: string,
+  ) {}
 
   /** Runs `task` after every task queued before it. */
   exclusive<T>(task: () => Promise<T>): Promise<T> {
@@ -47,6 +51,8 @@ export class ModelSession {
     const loadOptions = {
       backend,
       webgpu,
+      threads: options.threads,
+      threadHelperUrl: this.threadHelperUrl,
       signal: options.signal,
       onProgress: (p: LoadProgress) => {
         tracker.files(p);
@@ -79,6 +85,7 @@ export class ModelSession {
             backend: image.backend,
             device,
             backendReason: image.backendReason,
+            ...(image.threads ? { threads: image.threads.count } : {}),
             manifestUrl,
             contextWindow: 0,
             millis: 0,
@@ -98,6 +105,7 @@ export class ModelSession {
             backend: chat.backend,
             device,
             backendReason: chat.backendReason,
+            ...(chat.threads ? { threads: chat.threads.count } : {}),
             manifestUrl,
             contextWindow: chat.manifest.context_window,
             millis: 0,
@@ -156,7 +164,10 @@ export class ModelSession {
   }
 
   info(): LoadedModel | null {
-    return this.loaded?.info ?? null;
+    const loaded = this.loaded;
+    if (!loaded) return null;
+    const threads = loaded.model.threads;
+    return threads ? { ...loaded.info, threadTasks: threads.helperTasks() } : loaded.info;
   }
 
   resetChat(): void {

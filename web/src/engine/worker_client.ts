@@ -185,7 +185,7 @@ export class WorkerEngine implements Engine {
 
   loadModel(model: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
     const target = model.endsWith(".json") || model.includes("/") ? new URL(model, globalThis.location?.href).href : model;
-    return this.call("loadModel", [target, options.backend], { onProgress: options.onProgress }, options.signal).done;
+    return this.call("loadModel", [target, options.backend, options.threads], { onProgress: options.onProgress }, options.signal).done;
   }
 
   unloadModel(): Promise<void> {

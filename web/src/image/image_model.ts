@@ -12,7 +12,7 @@ import {
   type SchedulerName,
 } from "../base/manifest";
 import type { Tokenizer } from "../base/tokenizer";
-import { fetchManifest, loadCompiledModel, type LoadCompiledOptions } from "../compiled/load";
+import { fetchManifest, loadCompiledModel, type CpuThreads, type LoadCompiledOptions } from "../compiled/load";
 import { uploadWeights } from "../compiled/weights";
 import { type DecodedImage, type GenerateResult, ImagePipeline } from "./pipeline";
 import type { SchedulerConfig } from "./schedulers";
@@ -65,6 +65,8 @@ export class ImageModel {
     readonly backendReason: string,
     readonly tokenizer: Tokenizer,
     readonly pipeline: ImagePipeline,
+    /** The CPU threads it runs (null on WebGPU). */
+    readonly threads: CpuThreads | null,
   ) {}
 
   get width(): number {
@@ -127,7 +129,7 @@ export class ImageModel {
           _class_name: manifest.scheduler.class ?? manifest.scheduler._class_name,
         } as SchedulerConfig,
       });
-      return new ImageModel(manifest, backend, compiled.backendReason, tokenizer, pipeline);
+      return new ImageModel(manifest, backend, compiled.backendReason, tokenizer, pipeline, compiled.threads);
     } catch (error) {
       for (const p of params) p.dispose();
       compiled.dispose();

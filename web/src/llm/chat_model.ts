@@ -8,7 +8,7 @@ import { Pcg32 } from "../base/prng";
 import type { Tokenizer } from "../base/tokenizer";
 import { nextTask } from "../base/next_task";
 import type { LoadedModule } from "../base/tvm";
-import { fetchManifest, loadCompiledModel, type LoadCompiledOptions } from "../compiled/load";
+import { fetchManifest, loadCompiledModel, type CpuThreads, type LoadCompiledOptions } from "../compiled/load";
 import { uploadWeights } from "../compiled/weights";
 import { argmax, sample } from "./sampling";
 
@@ -74,6 +74,8 @@ export class ChatModel {
     readonly tokenizer: Tokenizer,
     private readonly mod: LoadedModule,
     params: tvmjs.TVMArray,
+    /** The CPU threads it runs (null on WebGPU). */
+    readonly threads: CpuThreads | null,
   ) {
     const { tvm, vm } = mod;
     this.params = params;
@@ -112,7 +114,8 @@ export class ChatModel {
     try {
       const params = uploadWeights(compiled.mod, manifest.tensors.records, compiled.shards);
       await compiled.mod.device.sync();
-      return new ChatModel(manifest, compiled.backend, compiled.backendReason, compiled.tokenizer, compiled.mod, params);
+      return new ChatModel(manifest, compiled.backend, compiled.backendReason, compiled.tokenizer, compiled.mod, params,
+        compiled.threads);
     } catch (error) {
       compiled.dispose();
       throw error;

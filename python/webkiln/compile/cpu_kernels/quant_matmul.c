@@ -22,10 +22,30 @@
 //     dotted with the tokens four at a time (2 rows x 4 tokens = 8 accumulators in
 //     registers: each weight load serves 4 tokens and each x load 2 rows).
 // Only the summation order differs from a plain f32 dot product.
+//
+// Threads: both paths split the output rows into TVMBackendParallelLaunch's tasks (contiguous
+// ranges, one per task). TVM's single-threaded wasm runtime runs one task with every row; a
+// threaded library (python/webkiln/toolchain/threads.py) runs one task per thread. Each output
+// is computed the same way whichever task computes it, so every thread count gives the same
+// bits. Decode reorders x once, before the launch, for all tasks; prefill gives each task its
+// own two rows of the workspace (MAX_TASKS slots).
 #include <stdint.h>
 #include <wasm_simd128.h>
 
 #define GROUP 32
+// Workspace slots for prefill tasks (cpu_matmul.workspace_floats), as many as the most threads a
+// page starts (web/src/compiled/threads.ts MAX_THREADS). Were a launch to run more tasks, the
+// rows would still be split over the first MAX_TASKS only and the others would do nothing.
+#define MAX_TASKS 8
+
+// TVM's C backend API (tvm/runtime/c_backend_api.h), declared here to keep the kernels free of
+// TVM's headers. num_task 0 lets the runtime choose (one task per running thread).
+typedef struct {
+  void* sync_handle;
+  int32_t num_task;
+} TVMParallelGroupEnv;
+typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv* penv, void* cdata);
+int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_task);
 
 static inline float hsum(v128_t v) {
   v128_t s = wasm_f32x4_add(v, wasm_i32x4_shuffle(v, v, 2, 3, 0, 1));
@@ -211,66 +231,114 @@ static inline void dot_2x1(const float* w0, const float* w1, const float* x, flo
   if (store_second) yt[1] = hsum(wasm_f32x4_add(b0, b1));
 }
 
-// Rows dequantized two at a time into `work` (2 * in_f floats), each pair dotted with all n
-// tokens. `dequantize(j, w)` writes row j.
-#define GEMM_BODY(DEQUANTIZE)                                                   \
-  float* w0 = work;                                                             \
-  float* w1 = work + in_f;                                                      \
-  for (int32_t j = 0; j < out_f; j += 2) {                                      \
-    int second = j + 1 < out_f;                                                 \
-    DEQUANTIZE(j, w0);                                                          \
-    if (second) DEQUANTIZE(j + 1, w1);                                          \
-    const float* w1r = second ? w1 : w0;                                        \
-    int32_t t = 0;                                                              \
-    for (; t + 4 <= n; t += 4) dot_2x4(w0, w1r, x, y, t, j, out_f, in_f, second); \
-    for (; t < n; t++) dot_2x1(w0, w1r, x, y, t, j, out_f, in_f, second);       \
+// ---------------------------------------------------------------------------------- tasks
+
+enum { Q4 = 0, Q8 = 1 };
+
+// One matmul call, shared by its tasks.
+typedef struct {
+  int32_t kind;  // Q4 or Q8
+  const float* x;
+  const void* qweight;
+  const float* scale;
+  const float* minimum;  // q4_affine only, else NULL
+  float* y;
+  float* work;
+  int32_t n, out_f, in_f;
+} Job;
+
+// Task `task` of `num_task`'s rows [*begin, *end), in chunks of `align` rows.
+static void task_rows(int task, int num_task, int32_t rows, int32_t align, int32_t* begin, int32_t* end) {
+  int32_t chunk = (rows + num_task - 1) / num_task;
+  chunk = (chunk + align - 1) / align * align;
+  int64_t b = (int64_t)task * chunk, e = b + chunk;
+  *begin = b < rows ? (int32_t)b : rows;
+  *end = e < rows ? (int32_t)e : rows;
+}
+
+static void dequantize(const Job* job, int32_t row, float* w) {
+  const int32_t groups = job->in_f / GROUP;
+  if (job->kind == Q4) {
+    q4_dequantize_row((const uint8_t*)job->qweight + (int64_t)row * (job->in_f / 2), job->scale + (int64_t)row * groups,
+                      job->minimum ? job->minimum + (int64_t)row * groups : 0, w, groups);
+  } else {
+    q8_dequantize_row((const int8_t*)job->qweight + (int64_t)row * job->in_f, job->scale + (int64_t)row * groups, w,
+                      groups);
   }
+}
 
-// ---------------------------------------------------------------------------------- entries
-// x: [n, in_f] f32; y: [n, out_f] f32; work: at least 2 * in_f + in_f / 32 floats.
-// in_f must be a multiple of 32 (the formats' group size). Returns 0.
-
-static int32_t q4_matmul(const float* x, const uint8_t* qweight, const float* scale, const float* minimum,
-                         float* y, float* work, int32_t n, int32_t out_f, int32_t in_f) {
-  const int32_t groups = in_f / GROUP;
-  if (n == 1) {
-    float* xr = work;
-    float* sums = work + in_f;
-    reorder_x(x, xr, sums, in_f);
-    for (int32_t j = 0; j < out_f; j++) {
-      y[j] = q4_row(qweight + (int64_t)j * (in_f / 2), scale + (int64_t)j * groups,
-                    minimum ? minimum + (int64_t)j * groups : 0, xr, sums, groups);
+// Decode: rows of the GEMV. x was reordered (q4) into work before the launch.
+static int gemv_task(int task, TVMParallelGroupEnv* env, void* data) {
+  const Job* job = data;
+  const int32_t in_f = job->in_f, groups = in_f / GROUP;
+  int32_t begin, end;
+  task_rows(task, env->num_task, job->out_f, 16, &begin, &end);
+  if (job->kind == Q4) {
+    const float* xr = job->work;
+    const float* sums = job->work + in_f;
+    for (int32_t j = begin; j < end; j++) {
+      job->y[j] = q4_row((const uint8_t*)job->qweight + (int64_t)j * (in_f / 2), job->scale + (int64_t)j * groups,
+                         job->minimum ? job->minimum + (int64_t)j * groups : 0, xr, sums, groups);
     }
-    return 0;
+  } else {
+    for (int32_t j = begin; j < end; j++) {
+      job->y[j] = q8_row((const int8_t*)job->qweight + (int64_t)j * in_f, job->scale + (int64_t)j * groups, job->x,
+                         groups);
+    }
   }
-#define Q4_DEQUANTIZE(row, w)                                                               \
-  q4_dequantize_row(qweight + (int64_t)(row) * (in_f / 2), scale + (int64_t)(row) * groups, \
-                    minimum ? minimum + (int64_t)(row) * groups : 0, w, groups)
-  GEMM_BODY(Q4_DEQUANTIZE)
   return 0;
 }
 
+// Prefill: pairs of rows dequantized into this task's slot of the workspace (2 * in_f floats),
+// each pair dotted with all n tokens.
+static int gemm_task(int task, TVMParallelGroupEnv* env, void* data) {
+  const Job* job = data;
+  const int32_t n = job->n, out_f = job->out_f, in_f = job->in_f;
+  int num_task = env->num_task < MAX_TASKS ? env->num_task : MAX_TASKS;
+  if (task >= num_task) return 0;
+  int32_t begin, end;
+  task_rows(task, num_task, out_f, 2, &begin, &end);
+  float* w0 = job->work + (int64_t)task * 2 * in_f;
+  float* w1 = w0 + in_f;
+  for (int32_t j = begin; j < end; j += 2) {
+    int second = j + 1 < end;
+    dequantize(job, j, w0);
+    if (second) dequantize(job, j + 1, w1);
+    const float* w1r = second ? w1 : w0;
+    int32_t t = 0;
+    for (; t + 4 <= n; t += 4) dot_2x4(w0, w1r, job->x, job->y, t, j, out_f, in_f, second);
+    for (; t < n; t++) dot_2x1(w0, w1r, job->x, job->y, t, j, out_f, in_f, second);
+  }
+  return 0;
+}
+
+static int32_t run(Job* job) {
+  if (job->n == 1) {
+    if (job->kind == Q4) reorder_x(job->x, job->work, job->work + job->in_f, job->in_f);
+    return TVMBackendParallelLaunch(gemv_task, job, 0);
+  }
+  return TVMBackendParallelLaunch(gemm_task, job, 0);
+}
+
+// ---------------------------------------------------------------------------------- entries
+// x: [n, in_f] f32; y: [n, out_f] f32; work: at least MAX_TASKS * 2 * in_f floats (which covers
+// decode's in_f + in_f / 32). in_f must be a multiple of 32 (the formats' group size).
+// Returns 0, or -1 when a task failed.
+
 int32_t webkiln_q4_affine_matmul(const float* x, const uint8_t* qweight, const float* scale, const float* minimum,
                                  float* y, float* work, int32_t n, int32_t out_f, int32_t in_f) {
-  return q4_matmul(x, qweight, scale, minimum, y, work, n, out_f, in_f);
+  Job job = {Q4, x, qweight, scale, minimum, y, work, n, out_f, in_f};
+  return run(&job);
 }
 
 int32_t webkiln_q4_sym_matmul(const float* x, const uint8_t* qweight, const float* scale, float* y, float* work,
                               int32_t n, int32_t out_f, int32_t in_f) {
-  return q4_matmul(x, qweight, scale, 0, y, work, n, out_f, in_f);
+  Job job = {Q4, x, qweight, scale, 0, y, work, n, out_f, in_f};
+  return run(&job);
 }
 
 int32_t webkiln_q8_sym_matmul(const float* x, const int8_t* qweight, const float* scale, float* y, float* work,
                               int32_t n, int32_t out_f, int32_t in_f) {
-  const int32_t groups = in_f / GROUP;
-  if (n == 1) {
-    for (int32_t j = 0; j < out_f; j++) {
-      y[j] = q8_row(qweight + (int64_t)j * in_f, scale + (int64_t)j * groups, x, groups);
-    }
-    return 0;
-  }
-#define Q8_DEQUANTIZE(row, w) \
-  q8_dequantize_row(qweight + (int64_t)(row) * in_f, scale + (int64_t)(row) * groups, w, groups)
-  GEMM_BODY(Q8_DEQUANTIZE)
-  return 0;
+  Job job = {Q8, x, qweight, scale, 0, y, work, n, out_f, in_f};
+  return run(&job);
 }
