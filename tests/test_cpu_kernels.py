@@ -55,14 +55,16 @@ fs.writeFileSync(job.output, new Uint8Array(e.memory.buffer, y, job.n * job.out_
 """
 
 
-# TVM's runtime is not linked here: this launch stands in for it, with `tasks` tasks when the
-# kernel leaves the count to the runtime (num_task 0), run in reverse order on one thread.
+# TVM's runtime is not linked here: this launch stands in for it. A runtime decides how many
+# tasks run (TVM's serial one runs 1 whatever the kernel asks, webkiln's pool what it asks): this
+# one runs `tasks`, in reverse order on one thread.
 LAUNCH = r"""
 typedef struct { void* sync_handle; int num_task; } Env;
 static int tasks = 1;
 __attribute__((export_name("webkiln_test_tasks"))) void webkiln_test_tasks(int n) { tasks = n; }
 int TVMBackendParallelLaunch(int (*lambda)(int, Env*, void*), void* data, int num_task) {
-  Env env = {0, num_task > 0 ? num_task : tasks};
+  (void)num_task;
+  Env env = {0, tasks};
   int rc = 0;
   for (int i = env.num_task - 1; i >= 0; i--) if (lambda(i, &env, data) != 0) rc = -1;
   return rc;

@@ -263,7 +263,10 @@ async function storedKeys(cacheName: string): Promise<Set<string>> {
 
 interface ManifestFiles {
   files: ManifestFile[];
-  /** Model library file of each backend ("webgpu-f32.wasm", ...); empty if none are named. */
+  /**
+   * Model library files, any one of which a backend loads ("webgpu-f32.wasm", ..., and a CPU
+   * backend's threaded link "wasm-cpu-threads.wasm"); empty if none are named.
+   */
   libraries: string[];
   /** Whether the manifest came from the stored copy (the model was loaded and not deleted). */
   stored: boolean;
@@ -292,8 +295,9 @@ async function manifestFiles(manifestUrl: string, options: { storedOnly?: boolea
   }
   const libraries: string[] = [];
   if (typeof m.backends === "object" && m.backends !== null) {
-    for (const entry of Object.values(m.backends as Record<string, { wasm?: unknown } | null>)) {
+    for (const entry of Object.values(m.backends as Record<string, { wasm?: unknown; threads_wasm?: unknown } | null>)) {
       if (typeof entry?.wasm === "string") libraries.push(entry.wasm);
+      if (typeof entry?.threads_wasm === "string") libraries.push(entry.threads_wasm);
     }
   }
   return { files, libraries, stored };

@@ -23,23 +23,23 @@
 //     registers: each weight load serves 4 tokens and each x load 2 rows).
 // Only the summation order differs from a plain f32 dot product.
 //
-// Threads: both paths split the output rows into TVMBackendParallelLaunch's tasks (contiguous
-// ranges, one per task). TVM's single-threaded wasm runtime runs one task with every row; a
-// threaded library (python/webkiln/toolchain/threads.py) runs one task per thread. Each output
-// is computed the same way whichever task computes it, so every thread count gives the same
-// bits. Decode reorders x once, before the launch, for all tasks; prefill gives each task its
-// own two rows of the workspace (MAX_TASKS slots).
+// Threads: both paths split the output rows into MAX_TASKS contiguous ranges, the tasks of one
+// TVMBackendParallelLaunch. TVM's single-threaded wasm runtime runs one task with every row; a
+// threaded library (python/webkiln/toolchain/threads.py) hands the tasks to its threads. Each
+// output is computed the same way whichever task computes it, so every thread count gives the
+// same bits. Decode reorders x once, before the launch, for all tasks; prefill gives each task
+// its own two rows of the workspace.
 #include <stdint.h>
 #include <wasm_simd128.h>
 
 #define GROUP 32
-// Workspace slots for prefill tasks (cpu_matmul.workspace_floats), as many as the most threads a
-// page starts (web/src/compiled/threads.ts MAX_THREADS). Were a launch to run more tasks, the
-// rows would still be split over the first MAX_TASKS only and the others would do nothing.
+// Tasks per launch, and the prefill workspace's slots (cpu_matmul.workspace_floats): as many as
+// the most threads a page starts (web/src/compiled/threads.ts MAX_THREADS). Were a runtime to
+// run more tasks, the rows would still be split over the first MAX_TASKS only.
 #define MAX_TASKS 8
 
 // TVM's C backend API (tvm/runtime/c_backend_api.h), declared here to keep the kernels free of
-// TVM's headers. num_task 0 lets the runtime choose (one task per running thread).
+// TVM's headers.
 typedef struct {
   void* sync_handle;
   int32_t num_task;
@@ -312,12 +312,15 @@ static int gemm_task(int task, TVMParallelGroupEnv* env, void* data) {
   return 0;
 }
 
+// MAX_TASKS tasks whatever the thread count: threads claim them as they come free, so a thread
+// that starts late (its core busy elsewhere) leaves its share to the others instead of being
+// waited for. TVM's single-threaded runtime runs one task of all rows.
 static int32_t run(Job* job) {
   if (job->n == 1) {
     if (job->kind == Q4) reorder_x(job->x, job->work, job->work + job->in_f, job->in_f);
-    return TVMBackendParallelLaunch(gemv_task, job, 0);
+    return TVMBackendParallelLaunch(gemv_task, job, MAX_TASKS);
   }
-  return TVMBackendParallelLaunch(gemm_task, job, 0);
+  return TVMBackendParallelLaunch(gemm_task, job, MAX_TASKS);
 }
 
 // ---------------------------------------------------------------------------------- entries
