@@ -201,6 +201,7 @@ THREADS_CHAT = """async ([manifest, threads]) => {
 
 
 def _thread_runs(browser, root, model_dir, isolated: bool, counts: list[int]) -> list[dict]:
+    manifest = f"models/{model_dir.name}/manifest.json"
     with LiveServer(root, cross_origin_isolated=isolated) as server:
         context = browser.new_context()
         page = context.new_page()
@@ -209,7 +210,14 @@ def _thread_runs(browser, root, model_dir, isolated: bool, counts: list[int]) ->
         page.goto(f"{server.url}/chat.html")
         page.wait_for_function("window.webkilnChat !== undefined")
         assert page.evaluate("() => crossOriginIsolated") is isolated
-        runs = [page.evaluate(THREADS_CHAT, [f"models/{model_dir.name}/manifest.json", n]) for n in counts]
+        runs = [page.evaluate(THREADS_CHAT, [manifest, n]) for n in counts]
+        # A thread count that is not one is refused by name, typed across the Worker boundary,
+        # and the loaded model stays loaded.
+        for bad in (0, 1.5):
+            got = page.evaluate(BAD_THREADS, [manifest, bad])
+            assert got is not None and got["name"] == "InvalidRequestError" and got["param"] == "threads", got
+            assert "positive whole number" in got["message"], got
+        assert page.evaluate("() => window.threadEngine.loadedModel()")["backend"] == "wasm-cpu"
         context.close()
     assert errors == []
     return runs
@@ -228,6 +236,12 @@ def test_two_cpu_threads_write_the_reply_of_one_on_an_isolated_page(browser, cha
     assert one["after"]["threadTasks"] == 0
     assert two["usage"]["completion_tokens"] == one["usage"]["completion_tokens"] == NEW_TOKENS
     assert two["content"] == one["content"] and two["content"].strip()
+
+
+BAD_THREADS = """async ([manifest, threads]) => {
+    try { await window.threadEngine.loadModel(manifest, {backend: "wasm-cpu", threads}); return null; }
+    catch (e) { return {name: e.name, message: e.message, param: e.param ?? null}; }
+}"""
 
 
 def test_cpu_backend_runs_one_thread_and_says_why_without_isolation(browser, chat_site):

@@ -125,7 +125,7 @@ REQUEST = {
     "single": "single.wasm",
     "threaded": "threaded.wasm",
     "threads": [1, 2],
-    "repeats": 3,
+    "repeats": 20,
     "inputs": [
         {"name": "x", "url": "x.bin", "dtype": "float32", "shape": [COLS]},
         {"name": "w", "url": "w.bin", "dtype": "uint8", "shape": [ROWS, COLS // 2]},
@@ -166,9 +166,13 @@ def test_two_threads_give_the_bits_of_one_on_an_isolated_page(browser, threads_s
     result = _run(browser, threads_site, isolated=True)
     assert result["crossOriginIsolated"] is True and result["unavailable"] is None
     assert result["started"] == 2, "the helper thread did not start"
-    # The helper ran tasks of the parallel loop (2 threads: one task per launch), so the
-    # multi-threaded path ran, not the serial fallback.
-    assert result["helperTasks"] >= REQUEST["repeats"] + 1
+    # The helper ran tasks of the parallel loop, so the multi-threaded path ran, not the serial
+    # fallback. How many is the OS scheduler's call: the pool gives each task to whichever
+    # thread is free (thread_pool.c), and a launch this small (~50 us) is often over before a
+    # helper that lost its core gets it back (a CI run once saw 2 helper tasks in 4 launches on
+    # a loaded 2-core machine). The share a helper takes of real work is checked in
+    # test_chat_browser.py::test_two_cpu_threads_write_the_reply_of_one_on_an_isolated_page.
+    assert result["helperTasks"] >= 1
     outputs = _outputs(result)
     single = outputs["single"]
     for name in ("threaded-1", "threaded-2"):

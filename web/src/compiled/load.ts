@@ -157,6 +157,7 @@ async function startThreads(wasm: ArrayBuffer, plan: ThreadPlan, helperUrl: stri
     return { module, reason: plan.reason };
   } catch (error) {
     const module = await instantiateThreaded(wasm, { threads: 1, helperUrl });
-    return { module, reason: `1 thread: ${plan.threads} were planned but ${error instanceof Error ? error.message : String(error)}` };
+    const why = error instanceof Error ? error.message : String(error);
+    return { module, reason: `1 thread: ${plan.threads} threads could not start (${why.replace(/\.$/, "")})` };
   }
 }

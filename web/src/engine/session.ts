@@ -3,7 +3,7 @@
 // is dropped, an event says so, and later requests get a DeviceLostError that says to
 // reload). Requests and loads run one at a time, in order: one KV cache, one GPU queue.
 
-import { DeviceLostError, ModelLoadError, ModelNotLoadedError, OutOfMemoryError } from "../base/errors";
+import { DeviceLostError, InvalidRequestError, ModelLoadError, ModelNotLoadedError, OutOfMemoryError } from "../base/errors";
 import { parseManifest } from "../base/manifest";
 import { probeWebGPU, type GPUContext, type WebGPUProbe } from "../base/tvm";
 import { ImageModel } from "../image/image_model";
@@ -40,6 +40,14 @@ export class ModelSession {
 
   /** Loads the model at `manifestUrl` (`model`: the name the caller used), after freeing the current one. */
   async load(model: string, manifestUrl: string, options: LoadModelOptions): Promise<LoadedModel> {
+    // Checked before anything is freed: a bad call leaves the loaded model as it was.
+    const threads = options.threads;
+    if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) {
+      throw new InvalidRequestError(
+        `Invalid request: 'threads' must be a positive whole number of CPU threads, not ${JSON.stringify(threads)}`,
+        "threads",
+      );
+    }
     this.release();
     this.lostMessage = null;
     const started = performance.now();
