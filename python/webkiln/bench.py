@@ -5,7 +5,7 @@ GGUF in the same Chromium, and natively (TVM native-cpu, the same model), in one
 
 What is measured (see BENCHMARKS.md for results and caveats):
   build          build_chat_model twice into a temporary site, with a private compile
-                 cache (holding a copy of the already built web runtime): the first
+                 cache (holding copies of the already built web runtimes): the first
                  build compiles the libraries (WebGPU and wasm-cpu); the second only
                  converts weights and must reuse them from the compile cache.
   rows           one per (engine, thread count): webkiln wasm-cpu, wllama and native at each
@@ -154,22 +154,24 @@ def median(values: Sequence[float | None]) -> float | None:
 
 
 def bench_build(source: ModelSource, models_dir: Path, link_mode: LinkMode, timed: bool) -> tuple[dict, Path]:
-    """`timed`: two builds with a private compile cache (a copy of the built web runtime, no
+    """`timed`: two builds with a private compile cache (a copy of the built web runtimes, no
     libraries), first and weights-only rebuild; else one build on the machine's cache."""
     from .package.chat_build import build_chat_model
-    from .toolchain import runtime
+    from .toolchain import runtime, threads
 
     if not timed:
         model_dir = build_chat_model(source, models_dir, "q4f32", link_mode=link_mode, log=lambda _: None)
         return {"link": link_mode.value, "timed": False}, model_dir
-    real_runtime = runtime.ensure_runtime(log=log).directory
+    # Both web runtimes a chat build links (single-threaded, and threaded with its pool), built
+    # once per machine: copied in, so the first build times the model's libraries alone.
+    runtime.ensure_runtime(log=log)
+    threads.ensure_threaded_runtime(log=log)
+    real_runtimes = runtime.runtime_dir().parent
     previous = os.environ.get("WEBKILN_CACHE_DIR")
     cache = Path(tempfile.mkdtemp(prefix="webkiln-bench-cache-"))
     os.environ["WEBKILN_CACHE_DIR"] = str(cache)
     try:
-        entry = runtime.runtime_dir()
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(real_runtime, entry)
+        shutil.copytree(real_runtimes, runtime.runtime_dir().parent, ignore=shutil.ignore_patterns("*.lock"))
         results: dict[str, Any] = {"link": link_mode.value, "timed": True}
         model_dir = None
         for name in ("first", "rebuild"):
