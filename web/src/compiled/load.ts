@@ -9,8 +9,9 @@ import { ModelLoadError } from "../base/errors";
 import { parseManifest, tokenizerFile, type ChatManifest, type ImageManifest, type Manifest } from "../base/manifest";
 import { Tokenizer } from "../base/tokenizer";
 import { loadModule, probeWebGPU, webgpuTerms, type GPUContext, type LoadedModule, type WebGPUProbe } from "../base/tvm";
+import { workerScriptUrl } from "../base/worker_url";
 import { fetchJsonCached, loadFiles, type LoadOptions } from "../storage";
-import { helperScriptUrl, instantiateThreaded, planThreads, type ThreadedModule, type ThreadPlan } from "./threads";
+import { instantiateThreaded, planThreads, type ThreadedModule, type ThreadPlan } from "./threads";
 
 export interface LoadCompiledOptions extends Pick<LoadOptions, "onProgress" | "onCorruptCacheEntry" | "cacheName" | "signal"> {
   /**
@@ -153,7 +154,9 @@ export async function loadCompiledModel<M extends Manifest>(
  */
 async function startThreads(wasm: ArrayBuffer, plan: ThreadPlan, helperUrl: string | URL): Promise<{ module: ThreadedModule; reason: string }> {
   try {
-    const module = await instantiateThreaded(wasm, { threads: plan.threads, helperUrl: helperScriptUrl(helperUrl) });
+    // The engine's script may be on another origin (the widget's): helpers start from a
+    // same-origin bootstrap then, kept for the Worker's life (a later load starts helpers again).
+    const module = await instantiateThreaded(wasm, { threads: plan.threads, helperUrl: workerScriptUrl(helperUrl).href });
     return { module, reason: plan.reason };
   } catch (error) {
     const module = await instantiateThreaded(wasm, { threads: 1, helperUrl });

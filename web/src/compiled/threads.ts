@@ -78,18 +78,6 @@ export function planThreads(requested: number | undefined, helperUrl: string | U
   return { threads: wanted, reason: `${wanted} threads (cross-origin isolated)` };
 }
 
-/**
- * A URL a helper Worker can be started from for the script at `url`. A Worker cannot be
- * started from another origin's URL (the embeddable widget's engine runs from the widget's
- * origin, inside a host page's): then a same-origin blob: module that imports it.
- */
-export function helperScriptUrl(url: string | URL): string {
-  const href = new URL(url, globalThis.location?.href).href;
-  const here = globalThis.location?.origin;
-  if (here === undefined || new URL(href).origin === here || href.startsWith("blob:")) return href;
-  // Kept for the Worker's life: helpers may be started again by a later load.
-  return URL.createObjectURL(new Blob([`import ${JSON.stringify(href)};\n`], { type: "text/javascript" }));
-}
 
 /** The limits of the memory a module imports (env.memory), read from its import section. */
 export function importedMemoryLimits(wasm: ArrayBuffer): { initial: number; maximum: number; shared: boolean } | null {

@@ -4,6 +4,7 @@
 // tvmjs and the tokenizer's wasm into the page's bundle).
 export * from "./api";
 export * from "../base/errors";
+import { workerScriptUrl } from "../base/worker_url";
 import type { Engine } from "./api";
 import { WorkerEngine } from "./worker_client";
 
@@ -20,23 +21,14 @@ export function createEngine(options: CreateEngineOptions = {}): Engine {
 
 /**
  * A module Worker running `url`, also when `url` is on another origin than the page (the
- * embeddable widget: the host page on one origin, widget.js and engine-worker.js on the
- * widget's). `new Worker(url)` refuses a cross-origin URL outright, so the Worker is started
- * from a same-origin blob: module whose only line imports the real worker module: the import
- * is an ordinary CORS module fetch (engine-worker.js must be served with
- * Access-Control-Allow-Origin), and inside it import.meta.url is the real URL, so what the
- * worker loads relative to itself still comes from the widget's origin. The host page's CSP
- * must allow blob: in worker-src and the widget's origin in script-src.
+ * embeddable widget; base/worker_url.ts). The host page's CSP must allow blob: in worker-src
+ * and the widget's origin in script-src.
  */
 function startWorker(url: URL): Worker {
-  if (globalThis.location === undefined || url.origin === globalThis.location.origin || url.protocol === "blob:") {
-    return new Worker(url, { type: "module" });
-  }
-  const bootstrap = new Blob([`import ${JSON.stringify(url.href)};\n`], { type: "text/javascript" });
-  const blobUrl = URL.createObjectURL(bootstrap);
-  const worker = new Worker(blobUrl, { type: "module" });
+  const script = workerScriptUrl(url);
+  const worker = new Worker(script.href, { type: "module" });
   // The Worker has fetched its script once it starts running it; revoking later is enough.
-  setTimeout(() => URL.revokeObjectURL(blobUrl), 60_000);
+  if (script.bootstrap) setTimeout(() => URL.revokeObjectURL(script.href), 60_000);
   return worker;
 }
 
