@@ -47,7 +47,7 @@ class LlmConfig:
 
 
 # GGML block types we keep as they are (see quant/); anything else is dequantized.
-KEPT_GGML_TYPES = ("Q4_0", "Q4_1", "Q8_0")
+KEPT_GGML_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
 
 
 @dataclass

@@ -185,13 +185,26 @@ def build_model_class(cpu_kernels: bool = False):
             return nn.rms_norm(x, w, axes=-1, epsilon=self.eps)
 
     class Linear(nn.Module):
-        def __init__(self, in_f: int, out_f: int, fmt: WeightFormat, dtype: str, bias: bool) -> None:
-            self.w = QuantMatrix(out_f, in_f, fmt, dtype)
+        """y = x W^T (+ bias). W is one stored matrix, or, where the plan splits a fused
+        matrix, one matrix per block of output rows (`rows`), each in its own format."""
+
+        def __init__(self, in_f: int, rows: list[int], formats: list[WeightFormat], dtype: str,
+                     bias: bool) -> None:
+            out_f = sum(rows)
+            if len(formats) == 1:
+                self.w = QuantMatrix(out_f, in_f, formats[0], dtype)
+                self.parts = None
+            else:
+                self.w = None
+                self.parts = nn.ModuleList([QuantMatrix(r, in_f, f, dtype) for r, f in zip(rows, formats)])
             self.bias = nn.Parameter((out_f,), "float32") if bias else None
             self.dtype = dtype
 
         def forward(self, x):
-            y = self.w.matmul(x, "linear")
+            if self.parts is None:
+                y = self.w.matmul(x, "linear")
+            else:
+                y = nn.concat([m.matmul(x, "linear") for m in self.parts], dim=-1)
             if self.bias is None:
                 return y
             return y + (self.bias if self.dtype == "float32" else self.bias.astype(self.dtype))
@@ -199,11 +212,10 @@ def build_model_class(cpu_kernels: bool = False):
     class Attention(nn.Module):
         def __init__(self, cfg: LlmConfig, plan: WeightPlan, prefix: str, dtype: str) -> None:
             self.cfg = cfg
-            qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim
-            self.qkv_proj = Linear(cfg.hidden_size, qkv, plan.format_of(f"{prefix}.qkv_proj"), dtype,
+            q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+            self.qkv_proj = Linear(cfg.hidden_size, [q, kv, kv], plan.formats_of(f"{prefix}.qkv_proj"), dtype,
                                    cfg.attention_bias)
-            self.o_proj = Linear(cfg.num_attention_heads * cfg.head_dim, cfg.hidden_size,
-                                 plan.format_of(f"{prefix}.o_proj"), dtype, False)
+            self.o_proj = Linear(q, [cfg.hidden_size], plan.formats_of(f"{prefix}.o_proj"), dtype, False)
 
         def forward(self, x, kv, layer_id: int):
             c = self.cfg
@@ -215,10 +227,10 @@ def build_model_class(cpu_kernels: bool = False):
     class MLP(nn.Module):
         def __init__(self, cfg: LlmConfig, plan: WeightPlan, prefix: str, dtype: str) -> None:
             self.ffn = cfg.intermediate_size
-            self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size,
-                                       plan.format_of(f"{prefix}.gate_up_proj"), dtype, False)
-            self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size,
-                                    plan.format_of(f"{prefix}.down_proj"), dtype, False)
+            ffn = cfg.intermediate_size
+            self.gate_up_proj = Linear(cfg.hidden_size, [ffn, ffn], plan.formats_of(f"{prefix}.gate_up_proj"),
+                                       dtype, False)
+            self.down_proj = Linear(ffn, [cfg.hidden_size], plan.formats_of(f"{prefix}.down_proj"), dtype, False)
 
         def forward(self, x):
             gate, up = nn.split(self.gate_up_proj(x), 2, axis=-1)

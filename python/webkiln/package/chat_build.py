@@ -130,6 +130,7 @@ def build_chat_model(
             memory=ChatMemory(weight_bytes, kv_bytes, activation_bytes, weight_bytes + kv_bytes + activation_bytes),
             tensors=ChatTensors([s["path"] for s in shards], [TensorRecord.from_json(r) for r in records]),
             files=folder_files(staging),
+            weight_formats=dict(plan.formats),
         )
         write_manifest(staging, manifest)
         progress.done()

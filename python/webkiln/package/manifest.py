@@ -145,6 +145,10 @@ class ChatManifest(Schema):
     memory: ChatMemory
     tensors: ChatTensors
     files: list[ManifestFile]
+    # Each stored matrix's weight format (quant/formats.py), by module path: a GGUF tensor of a
+    # kept block type keeps its type, so one model can mix several; "a+b+c" is a fused matrix
+    # (q/k/v, gate/up) stored as one matrix per source tensor because their types differ
+    weight_formats: dict[str, str] | None = optional()
 
 
 # --- image models ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..model_source import ModelSource
 from .formats import FORMATS, GGML_KEPT
-from .plan import LAYER_LINEARS, WeightPlan
+from .plan import LAYER_LINEARS, SPLIT, WeightPlan
 from .schemes import Scheme
 
 
@@ -26,28 +26,33 @@ def matrix_sources(source: ModelSource) -> dict[str, list[str]]:
 
 
 def plan_weights(source: ModelSource, scheme: Scheme, notice: Callable[[str], None] = print) -> WeightPlan:
+    """Each matrix's format: a GGUF tensor of a kept block type stays in its type (with a
+    scheme that keeps GGML blocks); anything else takes the scheme's format, with a notice
+    for quantized GGUF tensors that had to be requantized."""
     formats = []
     requantized: dict[str, int] = {}
     for path, names in matrix_sources(source).items():
-        types = {source.tensors[n].ggml_type for n in names}
-        kept = GGML_KEPT.get(next(iter(types))) if len(types) == 1 else None
-        if scheme.keep_ggml and kept is not None:
-            formats.append((path, kept))
-            continue
-        formats.append((path, scheme.weight_format))
-        for t in types:
-            if t is not None and t not in ("F32", "F16", "BF16") and GGML_KEPT.get(t) != scheme.weight_format:
-                requantized[t] = requantized.get(t, 0) + 1
+        parts = []
+        for n in names:
+            ggml_type = source.tensors[n].ggml_type
+            kept = GGML_KEPT.get(ggml_type) if scheme.keep_ggml and ggml_type is not None else None
+            parts.append(kept or scheme.weight_format)
+            if kept is None and ggml_type not in (None, "F32", "F16", "BF16") \
+                    and GGML_KEPT.get(ggml_type) != scheme.weight_format:
+                requantized[ggml_type] = requantized.get(ggml_type, 0) + 1
+        formats.append((path, parts[0] if len(set(parts)) == 1 else SPLIT.join(parts)))
     for t, count in sorted(requantized.items()):
         target = FORMATS[scheme.weight_format].description
-        notice(f"[webkiln] notice: {count} weight matrices stored as GGML {t} are dequantized and "
-               f"stored as {scheme.weight_format} ({target}) for {scheme.name}")
+        notice(f"[webkiln] notice: {count} weight tensors stored as GGML {t} are dequantized and "
+               f"stored as {scheme.weight_format} ({target}) for {scheme.name}"
+               + ("" if scheme.keep_ggml else "; a q4 scheme keeps them as they are"))
     return WeightPlan(tuple(formats))
 
 
-# Linear and embedding matrices live at `<path>.w.<part>`; the untied output head is a
-# bare matrix, `lm_head.<part>`.
-_MATRIX_PARAM = re.compile(r"^(?:(?P<path>.+)\.w|(?P<head>lm_head))\.(?P<part>qweight|scale|minimum|weight)$")
+# Linear and embedding matrices live at `<path>.w.<part>`, the matrices of a split one at
+# `<path>.parts.<i>.<part>`; the untied output head is a bare matrix, `lm_head.<part>`.
+_MATRIX_PARAM = re.compile(
+    r"^(?:(?P<path>.+)\.(?:w|parts\.(?P<index>\d+))|(?P<head>lm_head))\.(?P<part>qweight|qhigh|subscale|scale|minimum|weight)$")
 
 
 def convert_params(
@@ -55,13 +60,19 @@ def convert_params(
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yields (name, array) in the model's packed parameter order, with the expected shape/dtype."""
     fused = matrix_sources(source)
-    current: tuple[str, dict[str, np.ndarray]] | None = None
+    current: tuple[tuple[str, str | None], dict[str, np.ndarray]] | None = None
     for name, shape, pdtype in params:
         m = _MATRIX_PARAM.match(name)
         if m:
-            path, part = m.group("path") or m.group("head"), m.group("part")
-            if current is None or current[0] != path:
-                current = (path, _convert_matrix(source, fused[path], plan.format_of(path), dtype))
+            path, index, part = m.group("path") or m.group("head"), m.group("index"), m.group("part")
+            key = (path, index)
+            if current is None or current[0] != key:
+                if index is None:
+                    matrix = _convert_matrix(source, fused[path], plan.format_of(path), dtype)
+                else:
+                    i = int(index)
+                    matrix = _convert_matrix(source, [fused[path][i]], plan.formats_of(path)[i], dtype)
+                current = (key, matrix)
             array = current[1][part]
         elif name.endswith(".qkv_proj.bias"):
             prefix = name[: -len("qkv_proj.bias")]

@@ -22,9 +22,26 @@ LAYER_LINEARS = {
 
 @dataclass(frozen=True)
 class WeightPlan:
-    """The storage format of every matrix, by module path (e.g. 'model.layers.3.mlp.down_proj')."""
+    """The storage format of every matrix, by module path (e.g. 'model.layers.3.mlp.down_proj').
+
+    A fused matrix (qkv_proj, gate_up_proj) whose source tensors are kept in different
+    formats (a GGUF Q4_K_M file mixes Q5_0 and Q8_0 in one layer's q/k/v) stores each
+    source tensor as its own matrix: its entry is their formats joined by '+', in source
+    order (e.g. 'q5_sym+q5_sym+q8_sym').
+    """
 
     formats: tuple[tuple[str, str], ...]
 
+    def formats_of(self, path: str) -> list[WeightFormat]:
+        """One format per stored matrix: one for a fused matrix, one per source tensor for a split one."""
+        return [FORMATS[name] for name in dict(self.formats)[path].split(SPLIT)]
+
     def format_of(self, path: str) -> WeightFormat:
-        return FORMATS[dict(self.formats)[path]]
+        """The format of a matrix stored whole (embedding, lm_head, or a fused matrix not split)."""
+        formats = self.formats_of(path)
+        if len(formats) != 1:
+            raise ValueError(f"{path} is stored as {len(formats)} matrices")
+        return formats[0]
+
+
+SPLIT = "+"

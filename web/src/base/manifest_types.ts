@@ -51,6 +51,7 @@ export interface ChatManifest {
   memory: ChatMemory;
   tensors: ChatTensors;
   files: ManifestFile[];
+  weight_formats?: Record<string, string>;
 }
 
 export interface LlmConfig {
