@@ -66,8 +66,10 @@ def random_model(arch: str, seed: int, **overrides):
                     rms_norm_eps=1e-6, tie_word_embeddings=False, initializer_range=0.1,
                     bos_token_id=1, eos_token_id=2)
     settings.update(overrides)
-    config_class = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[arch]
-    model_class = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM}[arch]
+    config_class = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
+                    "qwen3": transformers.Qwen3Config}[arch]
+    model_class = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
+                   "qwen3": transformers.Qwen3ForCausalLM}[arch]
     torch.manual_seed(seed)
     model = model_class(config_class(**settings)).eval()
     generator = torch.Generator().manual_seed(seed + 1000)
@@ -131,10 +133,11 @@ def make_tiny(folder: Path, arch: str, first_seed: int = 0, **overrides) -> Tiny
 _MADE: dict[str, TinyModel] = {}
 
 
-def _session_tiny(tmp_path_factory, arch: str, **overrides) -> TinyModel:
-    if arch not in _MADE:
-        _MADE[arch] = make_tiny(tmp_path_factory.mktemp("models") / f"tiny-{arch}", arch, **overrides)
-    return _MADE[arch]
+def _session_tiny(tmp_path_factory, arch: str, key: str | None = None, **overrides) -> TinyModel:
+    key = key or arch
+    if key not in _MADE:
+        _MADE[key] = make_tiny(tmp_path_factory.mktemp("models") / f"tiny-{key}", arch, **overrides)
+    return _MADE[key]
 
 
 @pytest.fixture(scope="session")
@@ -146,6 +149,26 @@ def tiny_llama(tmp_path_factory) -> TinyModel:
 def tiny_qwen2(tmp_path_factory) -> TinyModel:
     # Qwen2's own config defaults (sliding-window fields, 32k context) with a real Qwen2 rope base.
     return _session_tiny(tmp_path_factory, "qwen2", rope_theta=1e6, max_position_embeddings=32768)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory) -> TinyModel:
+    # Qwen3's shape: head_dim set apart from hidden / heads (q is 128 wide, hidden 64), q/k norms,
+    # no biases, tied embeddings, rope base 1e6.
+    return _session_tiny(tmp_path_factory, "qwen3", head_dim=32, rope_theta=1e6, tie_word_embeddings=True,
+                         max_position_embeddings=40960)
+
+
+# Llama 3.x rope scaling at a scale where the prompt sees all three regimes: with head_dim 16
+# and base 1e4 the rotary wavelengths are 6.3, 20, 63, 199, ... positions; those below
+# 64 / 4 = 16 are kept, above 64 divided by 8, and 20 and 63 are smoothed in between.
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama3(tmp_path_factory) -> TinyModel:
+    return _session_tiny(tmp_path_factory, "llama", "llama3", rope_scaling=dict(LLAMA3_ROPE))
 
 
 # --- native compile and run --------------------------------------------------------

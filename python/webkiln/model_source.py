@@ -26,7 +26,7 @@ class SourceError(WebkilnError, ValueError):
     file or field and says how to fix it; the CLI prints it and exits non-zero."""
 
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ class LlmConfig:
     rope_theta: float
     tie_word_embeddings: bool
     attention_bias: bool  # q/k/v projections have biases (Qwen2)
+    qk_norm: bool = False  # an RMSNorm over each head of q and k before rope (Qwen3)
+    # Rope frequency scaling as transformers names it, or None: {"rope_type": "llama3", "factor",
+    # "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"} (Llama 3.1+)
+    rope_scaling: dict[str, Any] | None = None
 
 
 # GGML block types we keep as they are (see quant/); anything else is dequantized.

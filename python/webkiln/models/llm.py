@@ -1,7 +1,8 @@
-"""Decoder-only chat models (the Llama family and Qwen2) as a tvm.relax.frontend.nn module.
+"""Decoder-only chat models (the Llama family, Qwen2, Qwen3) as a tvm.relax.frontend.nn module.
 
-One module covers both: Qwen2 differs from Llama only by q/k/v biases and an
-untied output head, which the config carries. Attention goes through TVM's
+One module covers them: Qwen2 differs from Llama only by q/k/v biases, Qwen3 by an RMSNorm
+over each head of q and k, and Llama 3.x by rope frequency scaling, which TVM's KV
+cache applies; the config carries each difference. Attention goes through TVM's
 paged KV cache (nn.llm), which also applies rotary embeddings (Hugging Face
 "rotate half" layout; GGUF Llama weights are un-permuted on load).
 
@@ -216,11 +217,17 @@ def build_model_class(cpu_kernels: bool = False):
             self.qkv_proj = Linear(cfg.hidden_size, [q, kv, kv], plan.formats_of(f"{prefix}.qkv_proj"), dtype,
                                    cfg.attention_bias)
             self.o_proj = Linear(q, [cfg.hidden_size], plan.formats_of(f"{prefix}.o_proj"), dtype, False)
+            # Qwen3: an RMSNorm over each head of q and of k, before the KV cache applies rope.
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype) if cfg.qk_norm else None
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype) if cfg.qk_norm else None
 
         def forward(self, x, kv, layer_id: int):
             c = self.cfg
             b, s, _ = x.shape
             qkv = nn.reshape(self.qkv_proj(x), (b, s, c.num_attention_heads + 2 * c.num_key_value_heads, c.head_dim))
+            if self.q_norm is not None:
+                q, k, v = nn.split(qkv, [c.num_attention_heads, c.num_attention_heads + c.num_key_value_heads], axis=2)
+                qkv = nn.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
             out = kv.attention_with_fused_qkv(layer_id, qkv, c.num_attention_heads, sm_scale=c.head_dim**-0.5)
             return self.o_proj(nn.reshape(out, (b, s, c.num_attention_heads * c.head_dim)))
 
@@ -316,7 +323,7 @@ def build_model_class(cpu_kernels: bool = False):
                 rope_mode=RopeMode.NORMAL,
                 rope_scale=1,
                 rope_theta=c.rope_theta,
-                rope_scaling={},
+                rope_scaling=dict(c.rope_scaling or {}),
                 rope_ext_factors=rx.prim_value(0),
                 rotary_dim=c.head_dim,
                 enable_disaggregation=False,

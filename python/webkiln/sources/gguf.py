@@ -6,7 +6,7 @@ only when their `raw()` / `dequantize()` is called.
 Tensor values are returned in Hugging Face layout. llama.cpp's converter reorders the
 rows of Llama-family Q and K projections so that rope rotates adjacent pairs; here that
 reordering is undone (for Q4_0/Q4_1/Q8_0 by reordering whole block rows, which is exact
-because the reordering only moves output rows). Qwen2 files are stored unreordered.
+because the reordering only moves output rows). Qwen2 and Qwen3 files are stored unreordered.
 
 `raw()` by GGML type:
   * Q4_0, Q4_1, Q8_0 (KEPT_GGML_TYPES): uint8 `[rows, bytes_per_row]` GGML blocks.
@@ -49,6 +49,8 @@ _BLOCK_NAMES = {
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3
+    "attn_k_norm": "self_attn.k_norm",
 }
 # Only Qwen2 has biases, and only on q/k/v.
 _BIASED_PARTS = {"qwen2": ("attn_q", "attn_k", "attn_v")}
@@ -187,6 +189,7 @@ def _config(metadata: _Metadata, reader: Any, arch: str) -> LlmConfig:
         rope_theta=float(metadata.get(key("rope.freq_base"), 10000.0)),
         tie_word_embeddings="output.weight" not in tensor_names,
         attention_bias=arch == "qwen2",
+        qk_norm=arch == "qwen3",
     )
 
 

@@ -18,7 +18,7 @@ from .files import read_json, safetensors_tensors, shards
 _FOLDER_NEEDS_IT = "a Hugging Face model folder needs it"
 
 # config.json `model_type` -> the architecture webkiln builds it as.
-MODEL_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
+MODEL_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
 
 # Buffers some old checkpoints saved alongside the weights; recomputed by every runtime.
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
@@ -77,6 +77,7 @@ def _config(raw: dict[str, Any], file_name: str) -> LlmConfig:
         return raw[field]
 
     _reject_unsupported(raw, model_type, file_name, need)
+    rope = _rope(raw)
     hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
     return LlmConfig(
         architecture=arch,
@@ -89,10 +90,12 @@ def _config(raw: dict[str, Any], file_name: str) -> LlmConfig:
         vocab_size=int(need("vocab_size")),
         context_length=int(need("max_position_embeddings")),
         rms_norm_eps=float(need("rms_norm_eps")),
-        rope_theta=float(_rope(raw, file_name).get("rope_theta") or 10000.0),
-        # Llama, Mistral and Qwen2 configs all default to untied.
+        rope_theta=float(rope.get("rope_theta") or 10000.0),
+        # Llama, Mistral, Qwen2 and Qwen3 configs all default to untied.
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-        attention_bias=arch == "qwen2",  # Qwen2 always has q/k/v biases
+        attention_bias=arch == "qwen2",  # Qwen2 always has q/k/v biases, Qwen3 never
+        qk_norm=arch == "qwen3",
+        rope_scaling=_rope_scaling(rope, file_name),
     )
 
 
@@ -108,21 +111,44 @@ def _reject_unsupported(raw: dict[str, Any], model_type: str, file_name: str, ne
             f"{file_name}: sliding-window attention (`sliding_window` = {window}) is not supported; this is a "
             "Mistral with a sliding window (e.g. Mistral-7B-v0.1). Use a Mistral without one (v0.2 or later)."
         )
-    if model_type == "qwen2" and raw.get("use_sliding_window"):
+    if model_type == "qwen3" and raw.get("attention_bias"):
+        raise SourceError(f"{file_name}: Qwen3 with `attention_bias` set is not supported.")
+    if model_type in ("qwen2", "qwen3") and raw.get("use_sliding_window"):
         raise SourceError(f"{file_name}: sliding-window attention (`use_sliding_window` = true) is not supported; "
                           "set it to false only if the model was trained without it.")
 
 
-def _rope(raw: dict[str, Any], file_name: str) -> dict[str, Any]:
-    """Rope settings as transformers 5 (`rope_parameters`) or 4 (`rope_theta`, `rope_scaling`) writes them."""
+def _rope(raw: dict[str, Any]) -> dict[str, Any]:
+    """Rope settings as transformers 5 (`rope_parameters`) or 4 (`rope_theta`, `rope_scaling`)
+    writes them, as one dict: rope_theta, rope_type and the scaling's own fields."""
     params = dict(raw.get("rope_parameters") or {})
     params.setdefault("rope_theta", raw.get("rope_theta"))
     scaling = raw.get("rope_scaling") or {}
-    rope_type = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    if rope_type != "default":
-        raise SourceError(f"{file_name}: rope scaling {rope_type!r} (`rope_scaling` / `rope_parameters`) is not "
-                          "supported; use a model without rope scaling.")
+    for key, value in scaling.items():
+        params.setdefault(key, value)
+    params["rope_type"] = params.get("rope_type") or scaling.get("type") or "default"
     return params
+
+
+# Rope scalings webkiln builds, with the fields each needs (TVM's paged KV cache applies them).
+ROPE_SCALINGS = {
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+
+
+def _rope_scaling(rope: dict[str, Any], file_name: str) -> dict[str, Any] | None:
+    rope_type = rope["rope_type"]
+    if rope_type == "default":
+        return None
+    if rope_type not in ROPE_SCALINGS:
+        raise SourceError(f"{file_name}: rope scaling {rope_type!r} (`rope_scaling` / `rope_parameters`) is not "
+                          f"supported; supported: {', '.join(ROPE_SCALINGS)}. Use a model without rope scaling "
+                          "or with one of those.")
+    missing = [key for key in ROPE_SCALINGS[rope_type] if rope.get(key) is None]
+    if missing:
+        raise SourceError(f"{file_name}: rope scaling {rope_type!r} needs {', '.join(missing)}; add "
+                          "them to `rope_scaling` (see the model's original config).")
+    return {"rope_type": rope_type, **{key: float(rope[key]) for key in ROPE_SCALINGS[rope_type]}}
 
 
 # --- tokenizer-related -------------------------------------------------------------

@@ -71,6 +71,9 @@ export interface LlmConfig {
   tie_word_embeddings: boolean;
   /** q/k/v projections have biases (Qwen2) */
   attention_bias: boolean;
+  /** an RMSNorm over each head of q and k before rope (Qwen3) */
+  qk_norm: boolean;
+  rope_scaling: Record<string, unknown> | null;
 }
 
 export interface SourceInfo {
