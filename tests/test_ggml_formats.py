@@ -338,6 +338,9 @@ def test_mixed_file_in_the_browser_writes_transformers_tokens(browser, test_site
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["weight_formats"]["model.layers.1.self_attn.qkv_proj"] == "q4_k+q5_k+q6_k"
     assert manifest["weight_formats"]["lm_head"] == "q6_k"
+    # Every tensor kept bit for bit: the build reports no loss against gguf's own values.
+    assert manifest["quality"] == {"text_tokens": 64, "reference": "gguf-dequantized", "top1_agreement": 1.0,
+                                   "mean_kl": 0.0}
     expected, _ = hf_greedy(reference_model(mixed_gguf), PROMPT, 16)
     with LiveServer(root) as server:
         context = browser.new_context()

@@ -26,10 +26,12 @@ from .manifest import (
     ChatMemory,
     ChatTensors,
     KvCache,
+    QuantizationQuality,
     SourceInfo,
     TensorRecord,
 )
 from .progress import Progress
+from .quality import measure_quality
 from .publish import check_model_id, default_model_id, folder_files, publish, stage_library, staging_folder, write_manifest
 from .shards import write_shards
 
@@ -58,7 +60,7 @@ def build_chat_model(
     context_window = min(context_window, cfg.context_length)
     out_root = Path(out_root)
     backends = chat_backends(scheme.activation_dtype, cpu)
-    progress = Progress(4 + len(backends), log)
+    progress = Progress(5 + len(backends), log)
 
     progress.stage(f"planning weights for {scheme.name}")
     plan = plan_weights(source, scheme, notice=log)
@@ -91,9 +93,23 @@ def build_chat_model(
             params_spec = params  # (JSON gave the shapes as lists)
 
         progress.stage("converting weights and writing shards")
-        records, shards = write_shards(convert_params(source, plan, scheme.activation_dtype, params_spec), staging)
+        stored: dict = {}
+
+        def keep(params):  # the converted arrays, kept for the quality check below
+            for name, array in params:
+                stored[name] = array
+                yield name, array
+
+        records, shards = write_shards(keep(convert_params(source, plan, scheme.activation_dtype, params_spec)),
+                                       staging)
         weight_bytes = sum(s["size"] for s in shards)
         progress.done(f"{len(shards)} shards, {weight_bytes / 2**20:.1f} MiB")
+
+        progress.stage("measuring quantization quality against the source weights")
+        quality = QuantizationQuality(**measure_quality(source, plan, stored))
+        del stored
+        progress.done(f"top-1 agreement {quality.top1_agreement:.1%}, mean KL {quality.mean_kl:.4f} nats "
+                      f"over {quality.text_tokens} tokens ({quality.reference})")
 
         progress.stage("writing tokenizer and manifest")
         (staging / "tokenizer.json").write_text(source.tokenizer_json)
@@ -131,6 +147,7 @@ def build_chat_model(
             tensors=ChatTensors([s["path"] for s in shards], [TensorRecord.from_json(r) for r in records]),
             files=folder_files(staging),
             weight_formats=dict(plan.formats),
+            quality=quality,
         )
         write_manifest(staging, manifest)
         progress.done()

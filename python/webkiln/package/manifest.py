@@ -117,6 +117,18 @@ class ChatMemory(Schema):
 
 
 @dataclass
+class QuantizationQuality(Schema):
+    """How far the packaged weights are from the source's (package/quality.py)."""
+
+    text_tokens: int  # positions of the fixed text compared
+    # what the packaged model is compared with: "source-weights" (a folder's own floats) or
+    # "gguf-dequantized" (a GGUF's blocks, dequantized by gguf: all the file has)
+    reference: str
+    top1_agreement: float  # share of positions whose most likely next token agrees
+    mean_kl: float  # mean KL(reference || packaged) of the next-token distributions, nats
+
+
+@dataclass
 class ChatTensors(Schema):
     shards: list[str]
     records: list[TensorRecord]
@@ -149,6 +161,7 @@ class ChatManifest(Schema):
     # kept block type keeps its type, so one model can mix several; "a+b+c" is a fused matrix
     # (q/k/v, gate/up) stored as one matrix per source tensor because their types differ
     weight_formats: dict[str, str] | None = optional()
+    quality: QuantizationQuality | None = optional()
 
 
 # --- image models ----------------------------------------------------------------------------

@@ -52,6 +52,7 @@ export interface ChatManifest {
   tensors: ChatTensors;
   files: ManifestFile[];
   weight_formats?: Record<string, string>;
+  quality?: QuantizationQuality;
 }
 
 export interface LlmConfig {
@@ -134,6 +135,17 @@ export interface TensorPiece {
   shard: number;
   offset: number;
   nbytes: number;
+}
+
+/** How far the packaged weights are from the source's (package/quality.py). */
+export interface QuantizationQuality {
+  /** positions of the fixed text compared */
+  text_tokens: number;
+  reference: string;
+  /** share of positions whose most likely next token agrees */
+  top1_agreement: number;
+  /** mean KL(reference || packaged) of the next-token distributions, nats */
+  mean_kl: number;
 }
 
 export interface ImageManifest {
