@@ -603,13 +603,15 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_bench(out: str | Path, settings: BenchSettings = BenchSettings(), executable: str = CHROMIUM) -> dict:
+def run_bench(out: str | Path, settings: BenchSettings = BenchSettings(), executable: str = CHROMIUM,
+              gguf: Path | None = None) -> dict:
+    """`gguf`: the model file (default: the default model), built with q4f32 and given to wllama as is."""
     settings.check()
     # Before anything starts TVM's thread pool: it reads its cap once (native rows resize it).
     os.environ.setdefault("TVM_NUM_THREADS", str(max(settings.threads)))
     started = time.perf_counter()
     facts = machine_facts(executable)
-    gguf = fetch_default_model()
+    gguf = gguf or fetch_default_model()
     source = load_source(gguf)
     ids = prompt_ids(source.tokenizer_json, settings.prompt_tokens)
     short = ids[: settings.ttft_tokens]
@@ -617,7 +619,7 @@ def run_bench(out: str | Path, settings: BenchSettings = BenchSettings(), execut
     browser_backends = {"wasm-cpu", "webgpu", "wllama"} & set(settings.backends)
 
     build: dict[str, Any] = {"link": "none", "timed": False}
-    model: dict[str, Any] = {"source": "SmolLM2-135M-Instruct Q4_1 GGUF", "gguf": gguf.name,
+    model: dict[str, Any] = {"source": f"{source.name} GGUF", "gguf": gguf.name,
                              "gguf_bytes": gguf.stat().st_size, "quantization": "q4f32",
                              "context_window": DEFAULT_CONTEXT, "prefill_chunk": DEFAULT_PREFILL_CHUNK}
     browser_facts: dict[str, Any] = {}

@@ -91,7 +91,10 @@ def _bench(args: argparse.Namespace) -> int:
     settings = BenchSettings(prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
                              ttft_tokens=args.first_token_prompt, runs=args.runs, threads=threads,
                              backends=tuple(parse_list(args.backends)), release=args.release)
-    results = run_bench(args.out, settings, executable=args.chromium)
+    model = Path(args.model) if args.model else None
+    if model is not None and not model.is_file():
+        raise OptionError(f"--model {args.model}: no such file; pass a .gguf file (webkiln and wllama both load it)")
+    results = run_bench(args.out, settings, executable=args.chromium, gguf=model)
     print(table(results))
     print(f"[webkiln] results written to {args.out}")
     return 0
@@ -147,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--first-token-prompt", type=int, default=8,
                        help="prompt length for the warm time-to-first-token (default 8)")
     bench.add_argument("--release", action="store_true", help="build with the optimised (-O3) link")
+    bench.add_argument("--model", default=None,
+                       help="a GGUF file to benchmark instead of the default model (SmolLM2-135M-Instruct Q4_1)")
     bench.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
     bench.set_defaults(func=_bench)
 
