@@ -67,9 +67,9 @@ def random_model(arch: str, seed: int, **overrides):
                     bos_token_id=1, eos_token_id=2)
     settings.update(overrides)
     config_class = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
-                    "qwen3": transformers.Qwen3Config}[arch]
+                    "qwen3": transformers.Qwen3Config, "gemma3": transformers.Gemma3TextConfig}[arch]
     model_class = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
-                   "qwen3": transformers.Qwen3ForCausalLM}[arch]
+                   "qwen3": transformers.Qwen3ForCausalLM, "gemma3": transformers.Gemma3ForCausalLM}[arch]
     torch.manual_seed(seed)
     model = model_class(config_class(**settings)).eval()
     generator = torch.Generator().manual_seed(seed + 1000)
@@ -157,6 +157,23 @@ def tiny_qwen3(tmp_path_factory) -> TinyModel:
     # no biases, tied embeddings, rope base 1e6.
     return _session_tiny(tmp_path_factory, "qwen3", head_dim=32, rope_theta=1e6, tie_word_embeddings=True,
                          max_position_embeddings=40960)
+
+
+# Gemma 3 at a scale where every difference shows on PROMPT (20 tokens) and its continuation:
+# a window of 64 keys (the build's context window: sequences stay within it); sliding and global
+# layers with rope bases
+# 1e4 and 1e6; a softmax scale (query_pre_attn_scalar 24) apart from 1/sqrt(head_dim); logits
+# soft-capped at 8; norms scaling by 1 + weight; embeddings scaled by sqrt(64) = 8.
+GEMMA3_LAYERS = ("sliding_attention", "sliding_attention", "full_attention", "sliding_attention")
+GEMMA3_WINDOW = 64
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3(tmp_path_factory) -> TinyModel:
+    return _session_tiny(tmp_path_factory, "gemma3", head_dim=16, num_hidden_layers=len(GEMMA3_LAYERS),
+                         layer_types=list(GEMMA3_LAYERS), sliding_window=GEMMA3_WINDOW, query_pre_attn_scalar=24,
+                         final_logit_softcapping=8.0, tie_word_embeddings=True, max_position_embeddings=4096,
+                         pad_token_id=0)
 
 
 # Llama 3.x rope scaling at a scale where the prompt sees all three regimes: with head_dim 16

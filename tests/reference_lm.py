@@ -31,12 +31,22 @@ def _load(gguf_path: str):
 
 
 def greedy(gguf_path: Path, user_message: str, max_new_tokens: int) -> Reference:
-    import torch
-
-    tok, model = _load(str(gguf_path))
+    tok, _ = _load(str(gguf_path))
     messages = [{"role": "user", "content": user_message}]
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return _greedy_ids(gguf_path, text, tok(text, add_special_tokens=False)["input_ids"], max_new_tokens)
+
+
+def greedy_text(gguf_path: Path, text: str, max_new_tokens: int) -> Reference:
+    """A base model's continuation of plain text (the tokenizer's own BOS added, no template)."""
+    tok, _ = _load(str(gguf_path))
+    return _greedy_ids(gguf_path, text, tok(text)["input_ids"], max_new_tokens)
+
+
+def _greedy_ids(gguf_path: Path, text: str, ids: list[int], max_new_tokens: int) -> Reference:
+    import torch
+
+    _, model = _load(str(gguf_path))
     # Greedy decoding written out over raw logits: `generate()` may apply logits
     # processors from the model's generation config, which would make it not a
     # plain argmax reference.

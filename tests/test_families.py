@@ -1,8 +1,11 @@
 """Model families beyond Llama and Qwen2, each checked against transformers on the same weights:
-Qwen3 (an RMSNorm over each head of q and k, no biases, head_dim apart from hidden / heads)
-and Llama 3.x rope scaling (`rope_type: llama3`). Tiny random models in the real layout
+Qwen3 (an RMSNorm over each head of q and k, no biases, head_dim apart from hidden / heads),
+Llama 3.x rope scaling (`rope_type: llama3`) and Gemma 3 (GeGLU, norms around attention and
+the MLP scaling by 1 + weight, scaled embeddings, its own softmax scale, logit soft-capping,
+sliding and global layers with their own rope bases). Tiny random models in the real layout
 (transformers' own config classes, save_pretrained), natively (logits within 1e-4, 16 greedy
-tokens), from a GGUF written the way llama.cpp writes the architecture, and in Chromium.
+tokens), from a GGUF written the way llama.cpp writes the architecture, and in Chromium; and the
+real Gemma 3 270M Q4_K_M GGUF in Chromium against transformers on the same file.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import gguf
 import numpy as np
 import pytest
 
+from conftest_models import gemma3_270m_gguf  # noqa: F401  (session fixture)
 from conftest_tiny import (  # noqa: F401  (session fixtures)
+    GEMMA3_LAYERS,
+    GEMMA3_WINDOW,
     GREEDY_TOKENS,
     LLAMA3_ROPE,
     MIN_TOP2_GAP,
@@ -25,6 +31,7 @@ from conftest_tiny import (  # noqa: F401  (session fixtures)
     dequantized_state,
     hf_greedy,
     hf_logits,
+    tiny_gemma3,
     tiny_llama3,
     tiny_qwen3,
     with_weights,
@@ -34,20 +41,28 @@ from webkiln.quant.schemes import get_scheme
 from webkiln.sources import SourceError, load_source
 
 LOGITS_TOLERANCE = 1e-4
-FAMILIES = ("qwen3", "llama3")
+FAMILIES = ("qwen3", "llama3", "gemma3")
 
 
 def _tiny(request, family: str):
     return request.getfixturevalue(f"tiny_{family}")
 
 
-def test_configs_carry_the_family_differences(tiny_qwen3, tiny_llama3):
+def test_configs_carry_the_family_differences(tiny_qwen3, tiny_llama3, tiny_gemma3):
     qwen3 = load_source(tiny_qwen3.folder).config
     assert (qwen3.architecture, qwen3.qk_norm, qwen3.attention_bias, qwen3.head_dim) == ("qwen3", True, False, 32)
     assert qwen3.tie_word_embeddings and qwen3.rope_scaling is None
     llama3 = load_source(tiny_llama3.folder).config
     assert llama3.architecture == "llama" and not llama3.qk_norm
     assert llama3.rope_scaling == {k: (v if k == "rope_type" else float(v)) for k, v in LLAMA3_ROPE.items()}
+    gemma3 = load_source(tiny_gemma3.folder).config
+    assert (gemma3.architecture, gemma3.qk_norm, gemma3.sandwich_norms, gemma3.norm_weight_offset) == (
+        "gemma3", True, True, 1.0)
+    assert (gemma3.hidden_act, gemma3.embedding_multiplier, gemma3.attention_scale) == (
+        "gelu_pytorch_tanh", 8.0, 24**-0.5)
+    assert (gemma3.layer_types, gemma3.sliding_window, gemma3.final_logit_softcapping) == (
+        GEMMA3_LAYERS, GEMMA3_WINDOW, 8.0)
+    assert (gemma3.rope_theta, gemma3.rope_local_theta, gemma3.tie_word_embeddings) == (1e6, 1e4, True)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -68,7 +83,7 @@ def test_native_logits_and_greedy_equal_transformers(request, tmp_path, family, 
     assert native.lm.greedy(PROMPT, GREEDY_TOKENS) == expected
 
 
-def test_the_family_difference_is_visible(tiny_qwen3, tiny_llama3):
+def test_the_family_difference_is_visible(tiny_qwen3, tiny_llama3, tiny_gemma3):
     """The checks above can fail: without the q/k norms or the rope scaling transformers' own
     logits move far beyond the tolerance."""
     import copy
@@ -91,28 +106,66 @@ def test_the_family_difference_is_visible(tiny_qwen3, tiny_llama3):
     diff = np.abs(hf_logits(unscaled, long_prompt) - hf_logits(tiny_llama3.model, long_prompt)).max()
     assert diff > 100 * LOGITS_TOLERANCE
 
+    # Gemma 3: the sliding layers' own rope base and the norms' 1 + weight.
+    config = copy.deepcopy(tiny_gemma3.model.config)
+    config.rope_parameters = {"sliding_attention": {"rope_type": "default", "rope_theta": 1e6},
+                              "full_attention": {"rope_type": "default", "rope_theta": 1e6}}
+    one_base = transformers.Gemma3ForCausalLM(config).eval()
+    one_base.load_state_dict(tiny_gemma3.model.state_dict())
+    assert np.abs(hf_logits(one_base, PROMPT) - hf_logits(tiny_gemma3.model, PROMPT)).max() > 100 * LOGITS_TOLERANCE
+    plain = copy.deepcopy(tiny_gemma3.model)
+    with torch.no_grad():
+        plain.model.norm.weight.add_(1.0)  # what a norm scaling by its weight alone would see
+    assert np.abs(hf_logits(plain, PROMPT) - hf_logits(tiny_gemma3.model, PROMPT)).max() > 100 * LOGITS_TOLERANCE
+
+
+def test_the_reference_forward_slides_its_window_as_transformers_does(tiny_gemma3):
+    """The NumPy forward pass that measures quantization quality (models/reference.py) masks a
+    sliding layer's keys as transformers does, on a sequence three times the window."""
+    import copy
+
+    import transformers
+
+    from webkiln.models import reference
+
+    source = load_source(tiny_gemma3.folder)
+    config = copy.deepcopy(tiny_gemma3.model.config)
+    config.sliding_window = 8
+    model = transformers.Gemma3ForCausalLM(config).eval()
+    model.load_state_dict(tiny_gemma3.model.state_dict())
+    cfg = dataclasses.replace(source.config, sliding_window=8)
+    ours = reference.forward(cfg, lambda n: source.tensors[n].dequantize(), PROMPT + PROMPT[:4])[-1]
+    np.testing.assert_allclose(ours, hf_logits(model, PROMPT + PROMPT[:4]), rtol=0, atol=LOGITS_TOLERANCE)
+    assert np.abs(ours - hf_logits(tiny_gemma3.model, PROMPT + PROMPT[:4])).max() > 100 * LOGITS_TOLERANCE
+
 
 # --- from GGUF, written as llama.cpp writes Qwen3 ---------------------------------------------
 
 
-def write_qwen3_gguf(folder: Path, path: Path) -> None:
-    """The tiny Qwen3 folder as llama.cpp's convert_hf_to_gguf.py lays Qwen3 out: arch `qwen3`,
-    `attention.key_length` for head_dim, `attn_q_norm`/`attn_k_norm`, no Q/K permutation, no
-    output tensor when tied. F32 norms, F16 matrices (its default `--outtype f16` for these)."""
+def write_gguf(folder: Path, path: Path, arch: str = "qwen3") -> None:
+    """The tiny Qwen3 or Gemma 3 folder as llama.cpp's convert_hf_to_gguf.py lays it out: arch
+    `qwen3`/`gemma3`, `attention.key_length` for head_dim, `attn_q_norm`/`attn_k_norm`, no Q/K
+    permutation, no output tensor when tied; Gemma's norms stored plus one, its window in
+    `attention.sliding_window` and its norms around attention and the MLP named
+    `post_attention_norm`, `ffn_norm` (before the MLP) and `post_ffw_norm`. F32 norms, F16
+    matrices (its default `--outtype f16` for these)."""
     from safetensors.numpy import load_file
 
     config = json.loads((folder / "config.json").read_text())
     state = load_file(folder / "model.safetensors")
-    writer = gguf.GGUFWriter(path, "qwen3")
+    writer = gguf.GGUFWriter(path, arch)
     for key, value in [("context_length", config["max_position_embeddings"]),
                        ("embedding_length", config["hidden_size"]), ("block_count", config["num_hidden_layers"]),
                        ("feed_forward_length", config["intermediate_size"]),
                        ("attention.head_count", config["num_attention_heads"]),
                        ("attention.head_count_kv", config["num_key_value_heads"]),
                        ("attention.key_length", config["head_dim"]), ("attention.value_length", config["head_dim"])]:
-        writer.add_uint32(f"qwen3.{key}", value)
-    writer.add_float32("qwen3.rope.freq_base", float(config["rope_parameters"]["rope_theta"]))
-    writer.add_float32("qwen3.attention.layer_norm_rms_epsilon", config["rms_norm_eps"])
+        writer.add_uint32(f"{arch}.{key}", value)
+    rope = config["rope_parameters"]
+    writer.add_float32(f"{arch}.rope.freq_base", float(rope.get("full_attention", rope)["rope_theta"]))
+    writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", config["rms_norm_eps"])
+    if arch == "gemma3":
+        writer.add_uint32("gemma3.attention.sliding_window", config["sliding_window"])
     # The folder's own byte-level BPE (tokenizer.json), padded to the embedding's rows.
     bpe = json.loads((folder / "tokenizer.json").read_text())
     vocab = {**bpe["model"]["vocab"], **{t["content"]: t["id"] for t in bpe["added_tokens"]}}
@@ -132,6 +185,9 @@ def write_qwen3_gguf(folder: Path, path: Path) -> None:
              "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
              "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
              "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    if arch == "gemma3":
+        names.update({"post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
+                      "post_feedforward_layernorm": "post_ffw_norm"})
     for name, value in state.items():
         base = name.rsplit(".", 1)[0]
         if base.startswith("model.layers."):
@@ -139,6 +195,8 @@ def write_qwen3_gguf(folder: Path, path: Path) -> None:
             gguf_name = f"blk.{layer}.{names[rest]}.weight"
         else:
             gguf_name = f"{names[base]}.weight"
+        if arch == "gemma3" and name.endswith("norm.weight"):
+            value = value + np.float32(1)
         writer.add_tensor(gguf_name, value.astype(np.float16 if value.ndim == 2 else np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -148,7 +206,7 @@ def write_qwen3_gguf(folder: Path, path: Path) -> None:
 
 def test_qwen3_gguf_loads_as_the_folder_and_matches_transformers(tmp_path, tiny_qwen3):
     path = tmp_path / "tiny-qwen3.F16.gguf"
-    write_qwen3_gguf(tiny_qwen3.folder, path)
+    write_gguf(tiny_qwen3.folder, path)
     source = load_source(path)
     folder = load_source(tiny_qwen3.folder)
     # GGUF stores eps as float32.
@@ -169,6 +227,39 @@ def test_qwen3_gguf_loads_as_the_folder_and_matches_transformers(tmp_path, tiny_
     assert native.lm.greedy(PROMPT, GREEDY_TOKENS) == expected
 
 
+def test_gemma3_gguf_loads_as_llama_cpp_reads_it_and_matches_transformers(tmp_path, tiny_gemma3):
+    """A Gemma 3 GGUF carries no layer pattern, softmax scale or soft-capping: it is read with
+    llama.cpp's own settings (every 6th layer global, 1/sqrt(head_dim)), and matches transformers
+    configured the same way, on the GGUF's weights (norms stored plus one and read back)."""
+    import copy
+
+    import transformers
+
+    path = tmp_path / "tiny-gemma3.F16.gguf"
+    write_gguf(tiny_gemma3.folder, path, "gemma3")
+    source = load_source(path)
+    folder = load_source(tiny_gemma3.folder)
+    assert source.config == dataclasses.replace(
+        folder.config, rms_norm_eps=float(np.float32(1e-6)), attention_scale=16**-0.5, final_logit_softcapping=None,
+        layer_types=("sliding_attention",) * 4)
+    for name, tensor in folder.tensors.items():
+        expected = tensor.dequantize()
+        if expected.ndim == 2:
+            np.testing.assert_array_equal(source.tensors[name].dequantize(), expected.astype(np.float16), err_msg=name)
+        else:  # (w + 1) - 1 in float32
+            np.testing.assert_allclose(source.tensors[name].dequantize(), expected, rtol=0, atol=1e-6, err_msg=name)
+    config = copy.deepcopy(tiny_gemma3.model.config)
+    config.layer_types, config.query_pre_attn_scalar, config.final_logit_softcapping = ["sliding_attention"] * 4, 16, None
+    reference = transformers.Gemma3ForCausalLM(config).eval()
+    reference = with_weights(reference, {n: t.dequantize() for n, t in source.tensors.items()})
+    expected, gap = hf_greedy(reference, PROMPT, GREEDY_TOKENS)
+    assert gap > MIN_TOP2_GAP
+    native = compile_native(source, plan_weights(source, get_scheme("q0f32")), tmp_path / "gemma3-gguf.so")
+    np.testing.assert_allclose(native.lm.prefill(PROMPT), hf_logits(reference, PROMPT), rtol=0,
+                               atol=LOGITS_TOLERANCE)
+    assert native.lm.greedy(PROMPT, GREEDY_TOKENS) == expected
+
+
 def test_unsupported_architecture_and_rope_scaling_name_the_supported_ones(tmp_path, tiny_llama3):
     folder = tmp_path / "phi"
     shutil.copytree(tiny_llama3.folder, folder)
@@ -176,7 +267,7 @@ def test_unsupported_architecture_and_rope_scaling_name_the_supported_ones(tmp_p
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "falcon"}))
     with pytest.raises(SourceError) as error:
         load_source(folder)
-    assert "'falcon' is not supported" in str(error.value) and "qwen3" in str(error.value)
+    assert "'falcon' is not supported" in str(error.value) and "gemma3" in str(error.value)
     rope = {**config["rope_parameters"], "rope_type": "yarn"}
     (folder / "config.json").write_text(json.dumps({**config, "rope_parameters": rope}))
     with pytest.raises(SourceError) as error:
@@ -187,7 +278,8 @@ def test_unsupported_architecture_and_rope_scaling_name_the_supported_ones(tmp_p
 # --- in Chromium ------------------------------------------------------------------------------
 
 
-def test_families_in_the_browser_write_transformers_tokens(browser, test_site, tiny_qwen3, tiny_llama3, tmp_path):
+def test_families_in_the_browser_write_transformers_tokens(browser, test_site, tiny_qwen3, tiny_llama3, tiny_gemma3,
+                                                          tmp_path):
     """build_web (q0f32, the WebGPU library) of each family; 16 greedy tokens on WebGPU equal
     transformers'."""
     from conftest import LiveServer
@@ -197,7 +289,7 @@ def test_families_in_the_browser_write_transformers_tokens(browser, test_site, t
     root = tmp_path / "site"
     shutil.copytree(test_site, root)
     built = {}
-    for family, tiny in (("qwen3", tiny_qwen3), ("llama3", tiny_llama3)):
+    for family, tiny in (("qwen3", tiny_qwen3), ("llama3", tiny_llama3), ("gemma3", tiny_gemma3)):
         built[family] = build_chat_model(load_source(tiny.folder), root / "models", "q0f32", model_id=f"tiny-{family}",
                                          link_mode=LinkMode.FAST, log=lambda _: None, cpu=False)
     with LiveServer(root) as server:
@@ -213,4 +305,45 @@ def test_families_in_the_browser_write_transformers_tokens(browser, test_site, t
                 "(ids) => window.webkilnChat.generate(ids, {maxTokens: %d, temperature: 0, stopTokenIds: []})"
                 % GREEDY_TOKENS, PROMPT)["tokens"]
         context.close()
-    assert got == {"qwen3": tiny_qwen3.greedy, "llama3": tiny_llama3.greedy}
+    assert got == {"qwen3": tiny_qwen3.greedy, "llama3": tiny_llama3.greedy, "gemma3": tiny_gemma3.greedy}
+
+
+GEMMA3_TEXT = "The capital of France is"
+
+
+def test_gemma3_270m_in_the_browser_writes_transformers_tokens(browser, test_site, gemma3_270m_gguf, tmp_path):
+    """The real Gemma 3 270M base, Q4_K_M (Q4_K, Q5_0, Q6_K and Q8_0 blocks kept as they are),
+    built by build_web: 16 greedy tokens in Chromium on the CPU backend (the fast one here)
+    equal transformers' on the same GGUF (dequantized), from the same prompt ids."""
+    import reference_lm
+    from conftest import LiveServer
+    from webkiln.package.chat_build import build_chat_model
+    from webkiln.toolchain.link import LinkMode
+
+    reference = reference_lm.greedy_text(gemma3_270m_gguf, GEMMA3_TEXT, GREEDY_TOKENS)
+    gaps = [float(np.diff(np.sort(step)[-2:])[0]) for step in reference.logits]
+    assert min(gaps) > 1e-3, f"reference top-2 margins {gaps}: too close to call"
+    source = load_source(gemma3_270m_gguf)
+    from tokenizers import Tokenizer
+
+    assert Tokenizer.from_str(source.tokenizer_json).encode(GEMMA3_TEXT).ids == reference.prompt_ids
+    root = tmp_path / "site"
+    shutil.copytree(test_site, root)
+    logs: list[str] = []
+    model_dir = build_chat_model(source, root / "models", "q4f32", model_id="gemma3-270m", link_mode=LinkMode.FAST,
+                                 log=logs.append)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["context_window"] == 512  # the sliding window (see chat_build)
+    assert any("the context window is 512 tokens" in line for line in logs)
+    assert {"q4_k", "q5_sym", "q6_k", "q8_sym"} <= {f for v in manifest["weight_formats"].values() for f in v.split("+")}
+    with LiveServer(root) as server:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{server.url}/chat.html")
+        page.wait_for_function("window.webkilnChat !== undefined")
+        page.evaluate("([u, b]) => window.webkilnChat.load(u, b)", ["models/gemma3-270m/manifest.json", "wasm-cpu"])
+        got = page.evaluate(
+            "(ids) => window.webkilnChat.generate(ids, {maxTokens: %d, temperature: 0, stopTokenIds: []})"
+            % GREEDY_TOKENS, reference.prompt_ids)
+        context.close()
+    assert got["tokens"] == reference.tokens

@@ -519,11 +519,40 @@ def test_gguf_without_tokenizer(tmp_path):
     assert "notok.gguf" in message and "tokenizer" in message
 
 
-def test_gguf_sentencepiece_tokenizer(tmp_path):
-    path = tmp_path / "sp.gguf"
-    write_tiny_gguf(path, tokenizer_model="llama")
+def test_gguf_unsupported_tokenizer_model(tmp_path):
+    path = tmp_path / "wordpiece.gguf"
+    write_tiny_gguf(path, tokenizer_model="bert")
     message = _error(path)
-    assert "sp.gguf" in message and "'llama'" in message and "tokenizer.ggml.model" in message
+    assert "wordpiece.gguf" in message and "'bert'" in message and "tokenizer.ggml.model" in message
+    assert "'gpt2'" in message and "'llama'" in message  # what is supported
+
+
+@pytest.mark.parametrize("order", ["score", "position"])
+def test_sentencepiece_merges_are_recovered_in_the_files_order(order):
+    """A SentencePiece vocabulary (GGUF `llama`) lists no merges: every split of a token into two
+    tokens is one, ranked by the token it makes (its score, or for Gemma its place in the list).
+    Spaces become "▁" (and one is prefixed when the file says so), unknown bytes fall back to
+    <0xNN> tokens, and a whitespace token stored with real spaces is found by its "▁" spelling."""
+    from tokenizers import Tokenizer
+
+    from webkiln.sources.tokenizer import GgufTokenizerSpec, tokenizer_json_from_gguf
+
+    tokens = ["<unk>", "<s>", "</s>", "<0x0A>", "\u2581", "t", "h", "e", "th", "\u2581th", "\u2581the", "he", "  "]
+    # The scores fall along the list, so both rankings agree: "th" first, "he" last.
+    scores = [0, 0, 0, 0, -1, -2, -3, -4, -5, -6, -7, -8, -9]
+    spec = GgufTokenizerSpec(model="llama", pre="default", tokens=tokens, token_types=[2, 3, 3, 6] + [1] * 9,
+                             merges=[], bos_token_id=1, eos_token_id=2, add_bos_token=True, add_eos_token=False,
+                             scores=scores, unknown_token_id=0, add_space_prefix=True)
+    tokenizer = Tokenizer.from_str(tokenizer_json_from_gguf(spec, "spec", order))
+    ids = tokenizer.encode("the\n").ids
+    assert ids == [1, tokens.index("\u2581the"), tokens.index("<0x0A>")]
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "the\n"
+    assert tokenizer.encode("t  ", add_special_tokens=False).ids == [tokens.index("\u2581"), tokens.index("t"),
+                                                                     tokens.index("  ")]
+    # Ranked the other way round, "he" merges first and "▁the" is never made.
+    reversed_scores = dict(spec.__dict__, scores=[-s for s in scores])
+    other = Tokenizer.from_str(tokenizer_json_from_gguf(GgufTokenizerSpec(**reversed_scores), "spec", "score"))
+    assert other.encode("the", add_special_tokens=False).ids != [tokens.index("\u2581the")]
 
 
 def test_gguf_unknown_pre_tokenizer(tmp_path):

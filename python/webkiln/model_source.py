@@ -26,7 +26,12 @@ class SourceError(WebkilnError, ValueError):
     file or field and says how to fix it; the CLI prints it and exits non-zero."""
 
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
+
+
+def _family(**kwargs: Any) -> Any:
+    """A field only some families set: None elsewhere, and then left out of the manifest."""
+    return field(default=None, metadata={"optional": True}, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,22 @@ class LlmConfig:
     # Rope frequency scaling as transformers names it, or None: {"rope_type": "llama3", "factor",
     # "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"} (Llama 3.1+)
     rope_scaling: dict[str, Any] | None = None
+    # Gemma 3 (text). Each is None for the other families, which keeps their manifests as before.
+    hidden_act: str | None = _family()  # the gate's activation: None is SiLU; "gelu_pytorch_tanh" (GeGLU)
+    norm_weight_offset: float | None = _family()  # RMSNorm scales by offset + weight (Gemma: 1)
+    sandwich_norms: bool | None = _family()  # norms after attention and before/after the MLP
+    embedding_multiplier: float | None = _family()  # embeddings are scaled by it (Gemma: sqrt(hidden))
+    attention_scale: float | None = _family()  # softmax scale; None: head_dim ** -0.5
+    final_logit_softcapping: float | None = _family()  # logits = cap * tanh(logits / cap)
+    sliding_window: int | None = _family()  # keys a sliding-window layer sees, the query's own included
+    layer_types: tuple[str, ...] | None = _family()  # per layer: "sliding_attention" | "full_attention"
+    rope_local_theta: float | None = _family()  # rope base of the sliding-window layers
+
+    def is_sliding(self, layer: int) -> bool:
+        return self.layer_types is not None and self.layer_types[layer] == "sliding_attention"
+
+    def layer_rope_theta(self, layer: int) -> float:
+        return self.rope_local_theta if self.is_sliding(layer) and self.rope_local_theta else self.rope_theta
 
 
 # GGML block types we keep as they are (see quant/); anything else is dequantized.

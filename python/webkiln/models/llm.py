@@ -1,10 +1,13 @@
-"""Decoder-only chat models (the Llama family, Qwen2, Qwen3) as a tvm.relax.frontend.nn module.
+"""Decoder-only chat models (the Llama family, Qwen2, Qwen3, Gemma 3) as a tvm.relax.frontend.nn module.
 
 One module covers them: Qwen2 differs from Llama only by q/k/v biases, Qwen3 by an RMSNorm
 over each head of q and k, and Llama 3.x by rope frequency scaling, which TVM's KV
-cache applies; the config carries each difference. Attention goes through TVM's
-paged KV cache (nn.llm), which also applies rotary embeddings (Hugging Face
-"rotate half" layout; GGUF Llama weights are un-permuted on load).
+cache applies; the config carries each difference. Gemma 3 adds a GeGLU MLP, norms around
+attention and the MLP whose scale is 1 + weight, scaled embeddings, its own softmax scale
+and sliding-window layers (5 of every 6) whose rope has another base. Attention goes through
+TVM's paged KV cache (nn.llm), which also applies rotary embeddings (Hugging Face "rotate
+half" layout; GGUF Llama weights are un-permuted on load), except where layers differ in
+rope base: there the model rotates q and k itself (`_rope_te`) at the cache's query positions.
 
 Every linear and the embedding store their matrix in a WeightFormat chosen per
 weight at build time (`WeightPlan`): GGUF Q4_0/Q4_1/Q8_0 blocks stay as they
@@ -46,6 +49,27 @@ def _matmul_te(x, fmt: WeightFormat, params: dict, out_f: int, in_f: int, dtype:
         lambda s, j: te.sum(x[s, k] * fmt.value_te(params, j, k, dtype), axis=k),
         name=name,
     )
+
+
+def _rope_te(x, positions, theta: float, head_dim: int):
+    """Hugging Face's "rotate half" rope on x [b, s, heads, head_dim] at `positions` [b * s]
+    (int32), in float32 as transformers computes it: inv_freq = 1 / theta^(2i/d), angle =
+    position * inv_freq."""
+    from tvm import te, tirx  # lazy, as in build_model_class
+
+    half = head_dim // 2
+
+    def value(b, s, h, j):
+        i = tirx.floormod(j, half)
+        inv_freq = tirx.const(1.0, "float32") / tirx.power(
+            tirx.const(theta, "float32"), tirx.Cast("float32", i * 2) / tirx.const(head_dim, "float32"))
+        angle = tirx.Cast("float32", positions[b * x.shape[1] + s]) * inv_freq
+        rotated = tirx.if_then_else(j < half, -x[b, s, h, tirx.min(j + half, head_dim - 1)],
+                                     x[b, s, h, tirx.max(j - half, 0)])
+        out = tirx.Cast("float32", x[b, s, h, j]) * tirx.cos(angle) + tirx.Cast("float32", rotated) * tirx.sin(angle)
+        return tirx.Cast(x.dtype, out)
+
+    return te.compute(x.shape, value, name="rope")
 
 
 # Threads per workgroup of the attention-state merge kernel below.
@@ -175,14 +199,16 @@ def build_model_class(cpu_kernels: bool = False):
             return nn.tensor_expr_op(compute, "embedding", [ids, *self.params()])
 
     class RMSNorm(nn.Module):
-        """RMSNorm whose weight is stored f32 (shared by the f32 and f16 builds)."""
+        """RMSNorm whose weight is stored f32 (shared by the f32 and f16 builds). Gemma's
+        scales by 1 + weight (`offset`), added in f32 as transformers does."""
 
-        def __init__(self, hidden: int, eps: float, dtype: str) -> None:
+        def __init__(self, hidden: int, eps: float, dtype: str, offset: float | None = None) -> None:
             self.weight = nn.Parameter((hidden,), "float32")
-            self.eps, self.dtype = eps, dtype
+            self.eps, self.dtype, self.offset = eps, dtype, offset
 
         def forward(self, x):
-            w = self.weight if self.dtype == "float32" else self.weight.astype(self.dtype)
+            w = self.weight + self.offset if self.offset else self.weight
+            w = w if self.dtype == "float32" else w.astype(self.dtype)
             return nn.rms_norm(x, w, axes=-1, epsilon=self.eps)
 
     class Linear(nn.Module):
@@ -211,24 +237,34 @@ def build_model_class(cpu_kernels: bool = False):
             return y + (self.bias if self.dtype == "float32" else self.bias.astype(self.dtype))
 
     class Attention(nn.Module):
-        def __init__(self, cfg: LlmConfig, plan: WeightPlan, prefix: str, dtype: str) -> None:
+        def __init__(self, cfg: LlmConfig, plan: WeightPlan, prefix: str, dtype: str, layer_id: int) -> None:
             self.cfg = cfg
+            # Rope by the model, at this layer's base, when layers differ in base (see _rope_te).
+            self.rope_theta = cfg.layer_rope_theta(layer_id) if rope_in_model(cfg) else None
             q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
             self.qkv_proj = Linear(cfg.hidden_size, [q, kv, kv], plan.formats_of(f"{prefix}.qkv_proj"), dtype,
                                    cfg.attention_bias)
             self.o_proj = Linear(q, [cfg.hidden_size], plan.formats_of(f"{prefix}.o_proj"), dtype, False)
             # Qwen3: an RMSNorm over each head of q and of k, before the KV cache applies rope.
-            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype) if cfg.qk_norm else None
-            self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype) if cfg.qk_norm else None
+            offset = cfg.norm_weight_offset
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype, offset) if cfg.qk_norm else None
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype, offset) if cfg.qk_norm else None
 
         def forward(self, x, kv, layer_id: int):
             c = self.cfg
             b, s, _ = x.shape
             qkv = nn.reshape(self.qkv_proj(x), (b, s, c.num_attention_heads + 2 * c.num_key_value_heads, c.head_dim))
-            if self.q_norm is not None:
+            if self.q_norm is not None or self.rope_theta is not None:
                 q, k, v = nn.split(qkv, [c.num_attention_heads, c.num_attention_heads + c.num_key_value_heads], axis=2)
-                qkv = nn.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
-            out = kv.attention_with_fused_qkv(layer_id, qkv, c.num_attention_heads, sm_scale=c.head_dim**-0.5)
+                if self.q_norm is not None:
+                    q, k = self.q_norm(q), self.k_norm(k)
+                if self.rope_theta is not None:
+                    positions = kv.get_query_positions(b * s)
+                    q, k = (nn.tensor_expr_op(lambda t, p: _rope_te(t, p, self.rope_theta, c.head_dim), "rope",
+                                              [t, positions]) for t in (q, k))
+                qkv = nn.concat([q, k, v], dim=2)
+            scale = c.attention_scale if c.attention_scale is not None else c.head_dim**-0.5
+            out = kv.attention_with_fused_qkv(layer_id, qkv, c.num_attention_heads, sm_scale=scale)
             return self.o_proj(nn.reshape(out, (b, s, c.num_attention_heads * c.head_dim)))
 
     class MLP(nn.Module):
@@ -239,20 +275,33 @@ def build_model_class(cpu_kernels: bool = False):
                                        dtype, False)
             self.down_proj = Linear(ffn, [cfg.hidden_size], plan.formats_of(f"{prefix}.down_proj"), dtype, False)
 
+            self.act = cfg.hidden_act
+
         def forward(self, x):
             gate, up = nn.split(self.gate_up_proj(x), 2, axis=-1)
-            return self.down_proj(nn.silu(gate) * up)
+            gate = nn.gelu(gate, approximate="tanh") if self.act == "gelu_pytorch_tanh" else nn.silu(gate)
+            return self.down_proj(gate * up)
 
     class DecoderLayer(nn.Module):
+        """Llama's pre-norm layer; with `sandwich_norms` (Gemma) the attention and MLP outputs
+        are normed too, and `post_attention_layernorm` is that output norm, as transformers names it."""
+
         def __init__(self, cfg: LlmConfig, plan: WeightPlan, i: int, dtype: str) -> None:
             prefix = f"model.layers.{i}"
-            self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-            self.self_attn = Attention(cfg, plan, f"{prefix}.self_attn", dtype)
-            self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+            norm = lambda: RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype, cfg.norm_weight_offset)  # noqa: E731
+            self.input_layernorm = norm()
+            self.self_attn = Attention(cfg, plan, f"{prefix}.self_attn", dtype, i)
+            self.post_attention_layernorm = norm()
+            if cfg.sandwich_norms:
+                self.pre_feedforward_layernorm = norm()
+                self.post_feedforward_layernorm = norm()
             self.mlp = MLP(cfg, plan, f"{prefix}.mlp", dtype)
-            self.layer_id = i
+            self.layer_id, self.sandwich = i, bool(cfg.sandwich_norms)
 
         def forward(self, x, kv):
+            if self.sandwich:
+                x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), kv, self.layer_id))
+                return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
             x = x + self.self_attn(self.input_layernorm(x), kv, self.layer_id)
             return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -268,9 +317,12 @@ def build_model_class(cpu_kernels: bool = False):
             self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size,
                                           plan.format_of("model.embed_tokens"), dtype)
             self.layers = nn.ModuleList([DecoderLayer(cfg, plan, i, dtype) for i in range(cfg.num_hidden_layers)])
-            self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+            self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype, cfg.norm_weight_offset)
+            self.multiplier = cfg.embedding_multiplier
 
         def forward(self, x, kv):
+            if self.multiplier is not None:  # in the activations' dtype, as transformers scales
+                x = x * self.multiplier
             for layer in self.layers:
                 x = layer(x, kv)
             return self.norm(x)
@@ -285,6 +337,9 @@ def build_model_class(cpu_kernels: bool = False):
         def _logits(self, hidden):
             head = self.model.embed_tokens.w if self.lm_head is None else self.lm_head
             logits = head.matmul(hidden, "lm_head")
+            cap = self.cfg.final_logit_softcapping
+            if cap is not None:
+                logits = nn.tanh(logits / cap) * cap
             return logits.astype("float32") if logits.dtype != "float32" else logits
 
         def embed(self, input_ids):
@@ -305,6 +360,9 @@ def build_model_class(cpu_kernels: bool = False):
         def create_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size,
                                   page_size, support_sliding_window):
             c = self.cfg
+            # Every layer attends to all cached keys: a sliding-window layer (Gemma 3) is exact only
+            # because the build caps the context at the window (package/chat_build.py). TVM 0.27's
+            # per-layer window ("mha_sliding") gave NaN logits once a sequence passed the window.
             cache = TIRPagedKVCache(
                 attn_kind="mha",
                 max_batch_size=max_batch_size,
@@ -320,7 +378,7 @@ def build_model_class(cpu_kernels: bool = False):
                 v_head_dim=c.head_dim,
                 mla_original_qk_head_dim=0,
                 mla_original_v_head_dim=0,
-                rope_mode=RopeMode.NORMAL,
+                rope_mode=RopeMode.NONE if rope_in_model(c) else RopeMode.NORMAL,
                 rope_scale=1,
                 rope_theta=c.rope_theta,
                 rope_scaling=dict(c.rope_scaling or {}),
@@ -351,6 +409,12 @@ def build_model_class(cpu_kernels: bool = False):
             }
 
     return CausalLM
+
+
+def rope_in_model(cfg: LlmConfig) -> bool:
+    """Whether the model rotates q and k itself: where layers differ in rope base, which the KV
+    cache (one base for all layers) cannot do."""
+    return cfg.layer_types is not None and cfg.rope_local_theta not in (None, cfg.rope_theta)
 
 
 def export(cfg: LlmConfig, plan: WeightPlan, dtype: str, target, prefill_chunk: int,

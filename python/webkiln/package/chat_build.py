@@ -58,6 +58,13 @@ def build_chat_model(
     cfg = source.config
     model_id = check_model_id(model_id or default_model_id(source, scheme.name))
     context_window = min(context_window, cfg.context_length)
+    if cfg.layer_types and "sliding_attention" in cfg.layer_types and context_window > (cfg.sliding_window or 0):
+        # Sliding-window layers are computed as full attention (models/llm.py), the same while
+        # every key is inside the window.
+        log(f"[webkiln] notice: the context window is {cfg.sliding_window} tokens, the sliding-window "
+            f"layers' window (not {context_window}): webkiln does not limit attention to a window yet, "
+            "and within one it needs no limit")
+        context_window = int(cfg.sliding_window or 0)
     out_root = Path(out_root)
     backends = chat_backends(scheme.activation_dtype, cpu)
     progress = Progress(5 + len(backends), log)

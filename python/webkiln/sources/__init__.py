@@ -92,6 +92,9 @@ def expected_shapes(config: LlmConfig) -> dict[str, tuple[int, ...]]:
             prefix + "mlp.up_proj.weight": (config.intermediate_size, hidden),
             prefix + "mlp.down_proj.weight": (hidden, config.intermediate_size),
         })
+        if config.sandwich_norms:
+            shapes.update({prefix + "pre_feedforward_layernorm.weight": (hidden,),
+                           prefix + "post_feedforward_layernorm.weight": (hidden,)})
         if config.qk_norm:
             shapes.update({prefix + "self_attn.q_norm.weight": (head_dim,),
                            prefix + "self_attn.k_norm.weight": (head_dim,)})

@@ -6,7 +6,9 @@ only when their `raw()` / `dequantize()` is called.
 Tensor values are returned in Hugging Face layout. llama.cpp's converter reorders the
 rows of Llama-family Q and K projections so that rope rotates adjacent pairs; here that
 reordering is undone (for Q4_0/Q4_1/Q8_0 by reordering whole block rows, which is exact
-because the reordering only moves output rows). Qwen2 and Qwen3 files are stored unreordered.
+because the reordering only moves output rows). Qwen2, Qwen3 and Gemma 3 files are stored
+unreordered. llama.cpp stores Gemma's norm weights plus one (the scale they apply); here the one
+is taken off again, as transformers' own GGUF loader does, so values are Hugging Face's.
 
 `raw()` by GGML type:
   * Q4_0, Q4_1, Q8_0 (KEPT_GGML_TYPES): uint8 `[rows, bytes_per_row]` GGML blocks.
@@ -49,9 +51,18 @@ _BLOCK_NAMES = {
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
-    "attn_q_norm": "self_attn.q_norm",  # Qwen3
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3, Gemma 3
     "attn_k_norm": "self_attn.k_norm",
+    "post_attention_norm": "post_attention_layernorm",  # Gemma 3's norms around attention and MLP
+    "post_ffw_norm": "post_feedforward_layernorm",
 }
+# Where an architecture names a block tensor otherwise: Gemma's `ffn_norm` is the norm before
+# the MLP, and its `post_attention_layernorm` is the attention output's norm (above).
+_ARCH_BLOCK_NAMES = {"gemma3": {"ffn_norm": "pre_feedforward_layernorm"}}
+_GEMMA_FAMILY = ("gemma3",)
+# llama.cpp's Gemma 3 settings that the file does not carry: every 6th layer is global, the
+# others slide, with rope base 10,000 (llama-model.cpp, LLM_ARCH_GEMMA3).
+_GEMMA3_PATTERN, _GEMMA3_LOCAL_THETA = 6, 10000.0
 # Only Qwen2 has biases, and only on q/k/v.
 _BIASED_PARTS = {"qwen2": ("attn_q", "attn_k", "attn_v")}
 _BLOCK_TENSOR = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
@@ -84,7 +95,9 @@ def load_gguf(path: Path) -> ModelSource:
         name=_QUANT_SUFFIX.sub("", path.stem) or path.stem,
         config=config,
         tensors=_tensors(reader, config, path.name),
-        tokenizer_json=tokenizer_json_from_gguf(tokenizer_spec, path.name),
+        # Gemma's SentencePiece scores do not follow its merge order; its token order does.
+        tokenizer_json=tokenizer_json_from_gguf(tokenizer_spec, path.name,
+                                                "position" if arch in _GEMMA_FAMILY else "score"),
         chat_template=chat_template,
         bos_token_id=tokenizer_spec.bos_token_id,
         eos_token_ids=_eos_token_ids(metadata, tokenizer_spec.tokens, chat_template),
@@ -173,11 +186,13 @@ def _config(metadata: _Metadata, reader: Any, arch: str) -> LlmConfig:
     embedding = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     if embedding is None:
         raise SourceError(f"{metadata.file_name}: tensor `token_embd.weight` is missing; the file is incomplete.")
+    layers = int(metadata.require(key("block_count")))
     return LlmConfig(
+        **_gemma3_config(metadata, hidden, heads, head_dim, layers) if arch == "gemma3" else {},
         architecture=arch,
         hidden_size=hidden,
         intermediate_size=int(metadata.require(key("feed_forward_length"))),
-        num_hidden_layers=int(metadata.require(key("block_count"))),
+        num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=int(metadata.get(key("attention.head_count_kv"), heads)),
         head_dim=head_dim,
@@ -189,7 +204,25 @@ def _config(metadata: _Metadata, reader: Any, arch: str) -> LlmConfig:
         rope_theta=float(metadata.get(key("rope.freq_base"), 10000.0)),
         tie_word_embeddings="output.weight" not in tensor_names,
         attention_bias=arch == "qwen2",
-        qk_norm=arch == "qwen3",
+        qk_norm=arch in ("qwen3", "gemma3"),
+    )
+
+
+def _gemma3_config(metadata: _Metadata, hidden: int, heads: int, head_dim: int, layers: int) -> dict[str, Any]:
+    window = int(metadata.require("gemma3.attention.sliding_window"))
+    return dict(
+        hidden_act="gelu_pytorch_tanh",
+        norm_weight_offset=1.0,
+        sandwich_norms=True,
+        embedding_multiplier=float(hidden) ** 0.5,
+        # llama.cpp scales by 1/sqrt(head size), except Gemma 3 27B (62 layers): 1/sqrt(hidden / heads),
+        # which is that model's query_pre_attn_scalar.
+        attention_scale=float(hidden // heads if layers == 62 else head_dim) ** -0.5,
+        final_logit_softcapping=metadata.get("gemma3.final_logit_softcapping"),
+        sliding_window=window,
+        layer_types=tuple("full_attention" if (i + 1) % _GEMMA3_PATTERN == 0 else "sliding_attention"
+                          for i in range(layers)),
+        rope_local_theta=_GEMMA3_LOCAL_THETA,
     )
 
 
@@ -210,9 +243,10 @@ def _eos_token_ids(metadata: _Metadata, tokens: list[str] | Any, chat_template: 
         value = metadata.get(key)
         if value is not None:
             ids.append(int(value))
-    # A ChatML template ends each turn with <|im_end|>, which may differ from the GGUF eos.
-    if chat_template and "<|im_end|>" in chat_template and "<|im_end|>" in tokens:
-        ids.append(list(tokens).index("<|im_end|>"))
+    # A ChatML template ends each turn with <|im_end|>, Gemma's with <end_of_turn>.
+    for turn_end in ("<|im_end|>", "<end_of_turn>"):
+        if chat_template and turn_end in chat_template and turn_end in tokens:
+            ids.append(list(tokens).index(turn_end))
     return list(dict.fromkeys(ids))
 
 
@@ -225,15 +259,17 @@ def _tensors(reader: Any, config: LlmConfig, file_name: str) -> dict[str, Source
         name = _hf_name(tensor.name, config, file_name)
         shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists dims innermost first
         rows = _unpermute_rows(tensor.name, shape, config, file_name)
-        tensors[name] = _source_tensor(name, shape, tensor, rows)
+        shift = 1.0 if config.architecture in _GEMMA_FAMILY and name.endswith("norm.weight") else 0.0
+        tensors[name] = _source_tensor(name, shape, tensor, rows, shift)
     return tensors
 
 
 def _hf_name(gguf_name: str, config: LlmConfig, file_name: str) -> str:
     if (match := _BLOCK_TENSOR.match(gguf_name)) is not None:
         layer, part, kind = match.groups()
-        if part in _BLOCK_NAMES and (kind == "weight" or part in _BIASED_PARTS.get(config.architecture, ())):
-            return f"model.layers.{layer}.{_BLOCK_NAMES[part]}.{kind}"
+        names = {**_BLOCK_NAMES, **_ARCH_BLOCK_NAMES.get(config.architecture, {})}
+        if part in names and (kind == "weight" or part in _BIASED_PARTS.get(config.architecture, ())):
+            return f"model.layers.{layer}.{names[part]}.{kind}"
     elif (match := _TOP_TENSOR.match(gguf_name)) is not None and match.group(1) in _TOP_LEVEL_NAMES:
         return f"{_TOP_LEVEL_NAMES[match.group(1)]}.weight"
     raise SourceError(
@@ -267,12 +303,15 @@ def _unpermute_rows(gguf_name: str, shape: tuple[int, ...], config: LlmConfig, f
     return (head + pair + which_half).reshape(-1)  # for each HF row, the GGUF row it lives in
 
 
-def _source_tensor(name: str, shape: tuple[int, ...], tensor: Any, rows: np.ndarray | None) -> SourceTensor:
+def _source_tensor(name: str, shape: tuple[int, ...], tensor: Any, rows: np.ndarray | None,
+                   shift: float = 0.0) -> SourceTensor:
+    """`shift` is subtracted from the values (Gemma's norms, stored plus one)."""
     type_name = tensor.tensor_type.name
 
     def dequantize() -> np.ndarray:
         values = gguf_dequantize(tensor.data, tensor.tensor_type).reshape(shape)
-        return values[rows] if rows is not None else values
+        values = values[rows] if rows is not None else values
+        return values - np.float32(shift) if shift else values
 
     def stored() -> np.ndarray:
         # Blocks or floats as stored, rows reordered like the values (block rows never
@@ -283,7 +322,7 @@ def _source_tensor(name: str, shape: tuple[int, ...], tensor: Any, rows: np.ndar
     raw: Callable[[], np.ndarray]
     if type_name in KEPT_GGML_TYPES:
         raw = stored
-    elif type_name in ("F32", "F16"):
+    elif type_name in ("F32", "F16") and not shift:
         raw = lambda: stored().reshape(shape)  # noqa: E731
     else:
         raw = dequantize

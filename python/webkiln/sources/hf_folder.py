@@ -18,7 +18,7 @@ from .files import read_json, safetensors_tensors, shards
 _FOLDER_NEEDS_IT = "a Hugging Face model folder needs it"
 
 # config.json `model_type` -> the architecture webkiln builds it as.
-MODEL_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+MODEL_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3"}
 
 # Buffers some old checkpoints saved alongside the weights; recomputed by every runtime.
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
@@ -77,13 +77,19 @@ def _config(raw: dict[str, Any], file_name: str) -> LlmConfig:
         return raw[field]
 
     _reject_unsupported(raw, model_type, file_name, need)
-    rope = _rope(raw)
     hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
+    layers = int(need("num_hidden_layers"))
+    family: dict[str, Any] = {}
+    if arch == "gemma3":
+        family, rope = _gemma3(raw, hidden, layers, file_name)
+    else:
+        rope = _rope(raw)
     return LlmConfig(
+        **family,
         architecture=arch,
         hidden_size=hidden,
         intermediate_size=int(need("intermediate_size")),
-        num_hidden_layers=int(need("num_hidden_layers")),
+        num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=int(raw.get("num_key_value_heads") or heads),
         head_dim=int(raw.get("head_dim") or hidden // heads),
@@ -91,16 +97,61 @@ def _config(raw: dict[str, Any], file_name: str) -> LlmConfig:
         context_length=int(need("max_position_embeddings")),
         rms_norm_eps=float(need("rms_norm_eps")),
         rope_theta=float(rope.get("rope_theta") or 10000.0),
-        # Llama, Mistral, Qwen2 and Qwen3 configs all default to untied.
-        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-        attention_bias=arch == "qwen2",  # Qwen2 always has q/k/v biases, Qwen3 never
-        qk_norm=arch == "qwen3",
+        # Llama, Mistral, Qwen2 and Qwen3 configs all default to untied, Gemma 3 to tied.
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", arch == "gemma3")),
+        attention_bias=arch == "qwen2",  # Qwen2 always has q/k/v biases, Qwen3 and Gemma 3 never
+        qk_norm=arch in ("qwen3", "gemma3"),
         rope_scaling=_rope_scaling(rope, file_name),
     )
 
 
+def _gemma3(raw: dict[str, Any], hidden: int, layers: int, file_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Gemma 3's own fields, and the rope settings of its global layers. transformers 5 keys
+    `rope_parameters` by layer type; 4.x wrote `rope_theta`/`rope_scaling` for the global layers
+    and `rope_local_base_freq` for the sliding ones, and a pattern instead of `layer_types`."""
+    if raw.get("attn_logit_softcapping") is not None:
+        raise SourceError(f"{file_name}: attention logit soft-capping (`attn_logit_softcapping`) is not supported.")
+    if raw.get("use_bidirectional_attention"):
+        raise SourceError(f"{file_name}: `use_bidirectional_attention` (an encoder) is not supported; "
+                          "use a causal Gemma 3.")
+    params = raw.get("rope_parameters") or {}
+    if "full_attention" in params:
+        rope, local = _rope({**raw, "rope_parameters": params["full_attention"]}), params.get("sliding_attention", {})
+    else:
+        rope, local = _rope(raw), {"rope_theta": raw.get("rope_local_base_freq", 10000.0)}
+    if (local.get("rope_type") or "default") != "default":
+        raise SourceError(f"{file_name}: rope scaling {local['rope_type']!r} on the sliding-window layers is "
+                          "not supported.")
+    types = raw.get("layer_types")
+    if types is None:
+        pattern = int(raw.get("sliding_window_pattern") or raw.get("_sliding_window_pattern") or 6)
+        types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(layers)]
+    if len(types) != layers or set(types) - {"full_attention", "sliding_attention"}:
+        raise SourceError(f"{file_name}: `layer_types` must name 'full_attention' or 'sliding_attention' for each "
+                          f"of the {layers} layers; got {types!r}.")
+    window = raw.get("sliding_window")
+    if "sliding_attention" in types and not (isinstance(window, int) and window > 0):
+        raise SourceError(f"{file_name}: `sliding_window` must be a positive whole number, got {window!r}.")
+    act = raw.get("hidden_activation") or raw.get("hidden_act")
+    if act not in ("gelu_pytorch_tanh", "gelu_tanh"):
+        raise SourceError(f"{file_name}: Gemma 3 with activation {act!r} is not supported (only "
+                          "'gelu_pytorch_tanh').")
+    cap = raw.get("final_logit_softcapping")
+    return dict(
+        hidden_act="gelu_pytorch_tanh",
+        norm_weight_offset=1.0,
+        sandwich_norms=True,
+        embedding_multiplier=float(hidden) ** 0.5,
+        attention_scale=float(raw.get("query_pre_attn_scalar") or 256) ** -0.5,
+        final_logit_softcapping=float(cap) if cap is not None else None,
+        sliding_window=int(window) if window else None,
+        layer_types=tuple(types),
+        rope_local_theta=float(local.get("rope_theta") or 10000.0),
+    ), rope
+
+
 def _reject_unsupported(raw: dict[str, Any], model_type: str, file_name: str, need: Any) -> None:
-    if raw.get("hidden_act", "silu") != "silu":
+    if model_type != "gemma3_text" and raw.get("hidden_act", "silu") != "silu":
         raise SourceError(f"{file_name}: hidden_act {raw['hidden_act']!r} is not supported (only 'silu').")
     if model_type == "llama" and (raw.get("attention_bias") or raw.get("mlp_bias")):
         raise SourceError(f"{file_name}: Llama with `attention_bias`/`mlp_bias` set is not supported.")
@@ -202,9 +253,11 @@ def _eos_token_ids(config: dict, tokenizer_config: dict, generation_config: dict
     content = _token_content(tokenizer_config.get("eos_token"))
     if content in vocab:
         ids.append(vocab[content])
-    # A ChatML template ends each turn with <|im_end|>, whatever eos the config names.
-    if chat_template and "<|im_end|>" in chat_template and "<|im_end|>" in vocab:
-        ids.append(vocab["<|im_end|>"])
+    # A ChatML template ends each turn with <|im_end|>, Gemma's with <end_of_turn>, whatever eos
+    # the config names.
+    for turn_end in ("<|im_end|>", "<end_of_turn>"):
+        if chat_template and turn_end in chat_template and turn_end in vocab:
+            ids.append(vocab[turn_end])
     return list(dict.fromkeys(ids))
 
 

@@ -4,8 +4,10 @@ A GGUF carries no `tokenizer.json`: llama.cpp stores the vocabulary, the merges,
 token kinds and the *name* of the pre-tokenizer (`tokenizer.ggml.pre`). The name stands
 for the way the upstream `tokenizer.json` splits text before BPE, so each supported name
 maps to the pre-tokenizer the upstream model ships. Only byte-level BPE (`gpt2`) is
-supported; everything else is a SourceError naming it, since a wrong tokenizer gives a
-model that runs and answers nonsense.
+supported, and SentencePiece BPE (`llama`, as in Gemma): its file lists no merges, so they are
+recovered from the vocabulary (every split of a token into two tokens is a merge, ranked by the
+token it makes), with byte fallback and spaces spelled "▁". Everything else is a SourceError
+naming it, since a wrong tokenizer gives a model that runs and answers nonsense.
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ class GgufTokenizerSpec:
     eos_token_id: int | None
     add_bos_token: bool
     add_eos_token: bool
+    scores: Sequence[float] = ()
+    unknown_token_id: int | None = None
+    add_space_prefix: bool = True
 
 
 def spec_from_fields(fields: Mapping[str, Any], origin: str) -> GgufTokenizerSpec:
@@ -118,16 +123,24 @@ def spec_from_fields(fields: Mapping[str, Any], origin: str) -> GgufTokenizerSpe
         eos_token_id=fields.get("tokenizer.ggml.eos_token_id"),
         add_bos_token=bool(fields.get("tokenizer.ggml.add_bos_token", False)),
         add_eos_token=bool(fields.get("tokenizer.ggml.add_eos_token", False)),
+        scores=list(fields.get("tokenizer.ggml.scores") or []),
+        unknown_token_id=fields.get("tokenizer.ggml.unknown_token_id"),
+        add_space_prefix=bool(fields.get("tokenizer.ggml.add_space_prefix", True)),
     )
 
 
-def tokenizer_json_from_gguf(spec: GgufTokenizerSpec, origin: str) -> str:
-    """The Hugging Face `tokenizer.json` text for a GGUF byte-level BPE tokenizer."""
+def tokenizer_json_from_gguf(spec: GgufTokenizerSpec, origin: str, merge_order: str = "score") -> str:
+    """The Hugging Face `tokenizer.json` text for a GGUF byte-level BPE or SentencePiece BPE
+    tokenizer. `merge_order` ranks recovered SentencePiece merges: by the made token's "score",
+    or by its "position" in the list (Gemma, whose scores do not follow its merge order)."""
+    if spec.model == "llama":
+        return _sentencepiece_json(spec, origin, merge_order)
     if spec.model != "gpt2":
         raise SourceError(
             f"{origin}: tokenizer model {spec.model!r} (GGUF `tokenizer.ggml.model`) is not supported; "
-            "only byte-level BPE ('gpt2', as in SmolLM2, Qwen2 and Llama 3) is. Pass the model's "
-            "Hugging Face folder instead: its tokenizer.json is used as it is."
+            "supported: byte-level BPE ('gpt2', as in SmolLM2, Qwen2 and Llama 3) and SentencePiece BPE "
+            "('llama', as in Gemma). Pass the model's Hugging Face folder instead: its tokenizer.json is "
+            "used as it is."
         )
     style = _style_for(spec.pre, origin)
     tokenizer = Tokenizer(_bpe_model(spec, style, origin))
@@ -137,6 +150,49 @@ def tokenizer_json_from_gguf(spec: GgufTokenizerSpec, origin: str) -> str:
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = _post_processor(spec)
     _add_marked_tokens(tokenizer, spec)
+    return tokenizer.to_str()
+
+
+def _sentencepiece_json(spec: GgufTokenizerSpec, origin: str, merge_order: str) -> str:
+    # Whitespace-only tokens are stored with real spaces (Gemma); the text reaches BPE with "▁".
+    tokens = ["\u2581" * len(t) if t and not t.strip(" ") else t for t in spec.tokens]
+    vocab: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        vocab.setdefault(token, index)
+    if merge_order == "score":
+        if len(spec.scores) != len(tokens):
+            raise SourceError(f"{origin}: a SentencePiece GGUF tokenizer needs `tokenizer.ggml.scores` for every "
+                              f"token ({len(spec.scores)} for {len(tokens)}); the file is corrupt, re-convert it.")
+        rank = {t: -float(spec.scores[i]) for t, i in vocab.items()}
+    else:
+        rank = {t: float(i) for t, i in vocab.items()}
+    candidates = []
+    for token, token_rank in rank.items():
+        for cut in range(len(token) - 1, 0, -1):  # longer left part first among one token's splits
+            left, right = token[:cut], token[cut:]
+            if left in vocab and right in vocab:
+                candidates.append((token_rank, -len(left), left, right))
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    unk = _token(spec, spec.unknown_token_id)
+    try:
+        model = models.BPE(vocab=vocab, merges=[(c[2], c[3]) for c in candidates], unk_token=unk and unk[0],
+                           fuse_unk=True, byte_fallback=True)
+    except Exception as error:  # tokenizers raises plain Exception
+        raise SourceError(f"{origin}: the GGUF SentencePiece vocabulary cannot be read as BPE ({error}); "
+                          "the file is corrupt, re-convert it.") from None
+    tokenizer = Tokenizer(model)
+    steps = [normalizers.Replace(" ", "\u2581")]
+    if spec.add_space_prefix:
+        steps.insert(0, normalizers.Prepend("\u2581"))
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    decode = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    if spec.add_space_prefix:
+        decode.append(decoders.Strip(" ", 1, 0))
+    tokenizer.decoder = decoders.Sequence(decode)
+    post = _post_processor(spec)
+    if not isinstance(post, processors.ByteLevel):
+        tokenizer.post_processor = post
+    _add_marked_tokens(tokenizer, spec, tokens)
     return tokenizer.to_str()
 
 
@@ -190,11 +246,11 @@ def _token(spec: GgufTokenizerSpec, token_id: int | None) -> tuple[str, int] | N
     return spec.tokens[token_id], token_id
 
 
-def _add_marked_tokens(tokenizer: Tokenizer, spec: GgufTokenizerSpec) -> None:
+def _add_marked_tokens(tokenizer: Tokenizer, spec: GgufTokenizerSpec, tokens: Sequence[str] | None = None) -> None:
     """Control tokens (`<|im_start|>`) become special tokens, user-defined ones plain added
     tokens: both are matched whole in the text, as llama.cpp does, instead of being split."""
     special, added = [], []
-    for token, kind in zip(spec.tokens, spec.token_types, strict=True):
+    for token, kind in zip(spec.tokens if tokens is None else tokens, spec.token_types, strict=True):
         if kind == TOKEN_TYPE_CONTROL:
             special.append(AddedToken(token, special=True, normalized=False))
         elif kind == TOKEN_TYPE_USER_DEFINED:

@@ -75,6 +75,24 @@ export interface LlmConfig {
   /** an RMSNorm over each head of q and k before rope (Qwen3) */
   qk_norm: boolean;
   rope_scaling: Record<string, unknown> | null;
+  /** the gate's activation: None is SiLU; "gelu_pytorch_tanh" (GeGLU) */
+  hidden_act?: string;
+  /** RMSNorm scales by offset + weight (Gemma: 1) */
+  norm_weight_offset?: number;
+  /** norms after attention and before/after the MLP */
+  sandwich_norms?: boolean;
+  /** embeddings are scaled by it (Gemma: sqrt(hidden)) */
+  embedding_multiplier?: number;
+  /** softmax scale; None: head_dim ** -0.5 */
+  attention_scale?: number;
+  /** logits = cap * tanh(logits / cap) */
+  final_logit_softcapping?: number;
+  /** keys a sliding-window layer sees, the query's own included */
+  sliding_window?: number;
+  /** per layer: "sliding_attention" | "full_attention" */
+  layer_types?: string[];
+  /** rope base of the sliding-window layers */
+  rope_local_theta?: number;
 }
 
 export interface SourceInfo {
