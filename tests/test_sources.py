@@ -636,10 +636,21 @@ def test_unsupported_model_type(tiny_folder):
     assert "config.json" in message and "'gpt2'" in message and "llama, qwen2" in message
 
 
-def test_sliding_window_mistral(tmp_path, gguf_source):
+def test_sliding_window_mistral_slides_every_layer_and_caps_the_context(tmp_path, gguf_source):
+    from webkiln.package.chat_build import context_window_for
+
     folder, _ = _tiny_folder(tmp_path, gguf_source, "mistral", sliding_window=128)
+    config = load_source(folder).config
+    assert (config.architecture, config.sliding_window, config.layer_types) == (
+        "llama", 128, ("sliding_attention",) * 2)
+    notes: list[str] = []
+    assert context_window_for(config, 2048, notes.append) == 128
+    assert "the context window is 128 tokens" in notes[0]
+    assert context_window_for(config, 100, notes.append) == 100 and len(notes) == 1
+    config_path = folder / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "sliding_window": -3}))
     message = _error(folder)
-    assert "config.json" in message and "sliding" in message and "Mistral" in message
+    assert "config.json" in message and "`sliding_window`" in message and "-3" in message
 
 
 def test_mistral_without_window_loads_as_llama(tmp_path, gguf_source):

@@ -57,14 +57,7 @@ def build_chat_model(
     scheme = get_scheme(quantization)
     cfg = source.config
     model_id = check_model_id(model_id or default_model_id(source, scheme.name))
-    context_window = min(context_window, cfg.context_length)
-    if cfg.layer_types and "sliding_attention" in cfg.layer_types and context_window > (cfg.sliding_window or 0):
-        # Sliding-window layers are computed as full attention (models/llm.py), the same while
-        # every key is inside the window.
-        log(f"[webkiln] notice: the context window is {cfg.sliding_window} tokens, the sliding-window "
-            f"layers' window (not {context_window}): webkiln does not limit attention to a window yet, "
-            "and within one it needs no limit")
-        context_window = int(cfg.sliding_window or 0)
+    context_window = context_window_for(cfg, context_window, log)
     out_root = Path(out_root)
     backends = chat_backends(scheme.activation_dtype, cpu)
     progress = Progress(5 + len(backends), log)
@@ -188,6 +181,19 @@ def chat_backends(activation_dtype: str, cpu: bool) -> list[ChatBackend]:
 # pool and the tokenizer. An allowance for those (the manifest's estimate feeds the check
 # against wasm32's 4 GiB before download, so erring high refuses early rather than late).
 CPU_HEAP_OVERHEAD = 64 * 2**20
+
+
+def context_window_for(cfg: LlmConfig, asked: int, log: Callable[[str], None] = print) -> int:
+    """The context window a build gets: at most the model's trained context and, where layers
+    slide (Gemma 3, Mistral 7B v0.1), at most their window: those layers are computed as full
+    attention (models/llm.py), which is the same while every key is inside the window."""
+    context = min(asked, cfg.context_length)
+    if cfg.layer_types and "sliding_attention" in cfg.layer_types and context > (cfg.sliding_window or 0):
+        log(f"[webkiln] notice: the context window is {cfg.sliding_window} tokens, the sliding-window "
+            f"layers' window (not {context}): webkiln does not limit attention to a window yet, "
+            "and within one it needs no limit")
+        context = int(cfg.sliding_window or 0)
+    return context
 
 
 def _backend_entry(b: ChatBackend, cfg: LlmConfig, weight_bytes: int, largest: int, context: int, chunk: int,

@@ -84,6 +84,10 @@ def _config(raw: dict[str, Any], file_name: str) -> LlmConfig:
         family, rope = _gemma3(raw, hidden, layers, file_name)
     else:
         rope = _rope(raw)
+    window = raw.get("sliding_window")
+    if model_type == "mistral" and window is not None and int(window) < int(need("max_position_embeddings")):
+        # Mistral 7B v0.1: every layer slides (a window as long as the context never masks anything).
+        family = dict(sliding_window=int(window), layer_types=("sliding_attention",) * layers)
     return LlmConfig(
         **family,
         architecture=arch,
@@ -156,12 +160,8 @@ def _reject_unsupported(raw: dict[str, Any], model_type: str, file_name: str, ne
     if model_type == "llama" and (raw.get("attention_bias") or raw.get("mlp_bias")):
         raise SourceError(f"{file_name}: Llama with `attention_bias`/`mlp_bias` set is not supported.")
     window = raw.get("sliding_window")
-    if model_type == "mistral" and window is not None and int(window) < int(need("max_position_embeddings")):
-        # A window as long as the context never masks anything, so only a shorter one matters.
-        raise SourceError(
-            f"{file_name}: sliding-window attention (`sliding_window` = {window}) is not supported; this is a "
-            "Mistral with a sliding window (e.g. Mistral-7B-v0.1). Use a Mistral without one (v0.2 or later)."
-        )
+    if model_type == "mistral" and window is not None and not (isinstance(window, int) and window > 0):
+        raise SourceError(f"{file_name}: `sliding_window` must be a positive whole number or null, got {window!r}.")
     if model_type == "qwen3" and raw.get("attention_bias"):
         raise SourceError(f"{file_name}: Qwen3 with `attention_bias` set is not supported.")
     if model_type in ("qwen2", "qwen3") and raw.get("use_sliding_window"):
