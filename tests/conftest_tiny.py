@@ -67,9 +67,11 @@ def random_model(arch: str, seed: int, **overrides):
                     bos_token_id=1, eos_token_id=2)
     settings.update(overrides)
     config_class = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
-                    "qwen3": transformers.Qwen3Config, "gemma3": transformers.Gemma3TextConfig}[arch]
+                    "qwen3": transformers.Qwen3Config, "gemma3": transformers.Gemma3TextConfig,
+                    "phi3": transformers.Phi3Config}[arch]
     model_class = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
-                   "qwen3": transformers.Qwen3ForCausalLM, "gemma3": transformers.Gemma3ForCausalLM}[arch]
+                   "qwen3": transformers.Qwen3ForCausalLM, "gemma3": transformers.Gemma3ForCausalLM,
+                   "phi3": transformers.Phi3ForCausalLM}[arch]
     torch.manual_seed(seed)
     model = model_class(config_class(**settings)).eval()
     generator = torch.Generator().manual_seed(seed + 1000)
@@ -176,6 +178,23 @@ def tiny_gemma3(tmp_path_factory) -> TinyModel:
                          pad_token_id=0)
 
 
+# Phi-3 as Phi-4-mini shapes it: fused qkv_proj and gate_up_proj, LongRoPE (short divisors
+# between 1 and 3 on the 6 rotary pairs; original context 64 of 4096, so cos/sin are scaled by
+# sqrt(1 + ln 64 / ln 64)) and rope on 12 of each head's 16 dims (partial_rotary_factor 0.75).
+PHI3_SHORT_FACTOR = [1.0, 1.4, 1.9, 2.3, 2.6, 3.0]
+PHI3_ORIGINAL_CONTEXT = 64
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3(tmp_path_factory) -> TinyModel:
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": PHI3_SHORT_FACTOR,
+            "long_factor": [4.0 * f for f in PHI3_SHORT_FACTOR], "partial_rotary_factor": 0.75,
+            "original_max_position_embeddings": PHI3_ORIGINAL_CONTEXT}
+    return _session_tiny(tmp_path_factory, "phi3", head_dim=16, max_position_embeddings=4096,
+                         original_max_position_embeddings=PHI3_ORIGINAL_CONTEXT, rope_parameters=rope,
+                         partial_rotary_factor=0.75, sliding_window=None, pad_token_id=0)
+
+
 # Llama 3.x rope scaling at a scale where the prompt sees all three regimes: with head_dim 16
 # and base 1e4 the rotary wavelengths are 6.3, 20, 63, 199, ... positions; those below
 # 64 / 4 = 16 are kept, above 64 divided by 8, and 20 and 63 are smoothed in between.
@@ -238,6 +257,19 @@ def dequantized_state(source, plan, params: dict[str, np.ndarray]) -> dict[str, 
     return state
 
 
+def _fused_as(current: dict, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Llama's q/k/v and gate/up fused back into Phi-3's qkv_proj / gate_up_proj where the model has those."""
+    fused = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+    out = dict(state)
+    for name in current:
+        for whole, parts in fused.items():
+            if name.endswith(f".{whole}.weight") and name not in state:
+                names = [name.replace(whole, part) for part in parts]
+                if all(n in state for n in names):
+                    out[name] = np.concatenate([out.pop(n) for n in names], axis=0)
+    return out
+
+
 def with_weights(model, state: dict[str, np.ndarray]):
     """A copy of the transformers model with some weights replaced."""
     import copy
@@ -246,6 +278,7 @@ def with_weights(model, state: dict[str, np.ndarray]):
 
     clone = copy.deepcopy(model)
     current = clone.state_dict()
+    state = _fused_as(current, state)
     for name, value in state.items():
         assert current[name].shape == value.shape, name
     clone.load_state_dict({name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in state.items()},

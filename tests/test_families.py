@@ -2,7 +2,8 @@
 Qwen3 (an RMSNorm over each head of q and k, no biases, head_dim apart from hidden / heads),
 Llama 3.x rope scaling (`rope_type: llama3`) and Gemma 3 (GeGLU, norms around attention and
 the MLP scaling by 1 + weight, scaled embeddings, its own softmax scale, logit soft-capping,
-sliding and global layers with their own rope bases). Tiny random models in the real layout
+sliding and global layers with their own rope bases) and Phi-3 (fused q/k/v and gate/up,
+LongRoPE, Phi-4-mini's partial rotary). Tiny random models in the real layout
 (transformers' own config classes, save_pretrained), natively (logits within 1e-4, 16 greedy
 tokens), from a GGUF written the way llama.cpp writes the architecture, and in Chromium; and the
 real Gemma 3 270M Q4_K_M GGUF in Chromium against transformers on the same file.
@@ -24,6 +25,8 @@ from conftest_tiny import (  # noqa: F401  (session fixtures)
     GEMMA3_LAYERS,
     GEMMA3_WINDOW,
     GREEDY_TOKENS,
+    PHI3_ORIGINAL_CONTEXT,
+    PHI3_SHORT_FACTOR,
     LLAMA3_ROPE,
     MIN_TOP2_GAP,
     PROMPT,
@@ -33,6 +36,7 @@ from conftest_tiny import (  # noqa: F401  (session fixtures)
     hf_logits,
     tiny_gemma3,
     tiny_llama3,
+    tiny_phi3,
     tiny_qwen3,
     with_weights,
 )
@@ -41,14 +45,14 @@ from webkiln.quant.schemes import get_scheme
 from webkiln.sources import SourceError, load_source
 
 LOGITS_TOLERANCE = 1e-4
-FAMILIES = ("qwen3", "llama3", "gemma3")
+FAMILIES = ("qwen3", "llama3", "gemma3", "phi3")
 
 
 def _tiny(request, family: str):
     return request.getfixturevalue(f"tiny_{family}")
 
 
-def test_configs_carry_the_family_differences(tiny_qwen3, tiny_llama3, tiny_gemma3):
+def test_configs_carry_the_family_differences(tiny_qwen3, tiny_llama3, tiny_gemma3, tiny_phi3):
     qwen3 = load_source(tiny_qwen3.folder).config
     assert (qwen3.architecture, qwen3.qk_norm, qwen3.attention_bias, qwen3.head_dim) == ("qwen3", True, False, 32)
     assert qwen3.tie_word_embeddings and qwen3.rope_scaling is None
@@ -63,6 +67,21 @@ def test_configs_carry_the_family_differences(tiny_qwen3, tiny_llama3, tiny_gemm
     assert (gemma3.layer_types, gemma3.sliding_window, gemma3.final_logit_softcapping) == (
         GEMMA3_LAYERS, GEMMA3_WINDOW, 8.0)
     assert (gemma3.rope_theta, gemma3.rope_local_theta, gemma3.tie_word_embeddings) == (1e6, 1e4, True)
+    phi3 = load_source(tiny_phi3.folder)
+    assert (phi3.config.architecture, phi3.config.rotary_dim) == ("phi3", 12)
+    assert phi3.config.rope_scaling == {
+        "rope_type": "longrope", "short_factor": PHI3_SHORT_FACTOR, "long_factor": [4 * f for f in PHI3_SHORT_FACTOR],
+        "original_max_position_embeddings": PHI3_ORIGINAL_CONTEXT, "attention_factor": 2**0.5}
+    # The fused matrices are read as Llama's q/k/v and gate/up, row blocks of the stored ones.
+    state = tiny_phi3.model.state_dict()
+    qkv, gate_up = state["model.layers.1.self_attn.qkv_proj.weight"], state["model.layers.1.mlp.gate_up_proj.weight"]
+    np.testing.assert_array_equal(phi3.tensors["model.layers.1.self_attn.k_proj.weight"].dequantize(),
+                                  qkv[64:96].numpy())
+    np.testing.assert_array_equal(phi3.tensors["model.layers.1.mlp.up_proj.weight"].dequantize(),
+                                  gate_up[128:].numpy())
+    from webkiln.package.chat_build import context_window_for
+
+    assert context_window_for(phi3.config, 2048, lambda _: None) == PHI3_ORIGINAL_CONTEXT
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -83,7 +102,7 @@ def test_native_logits_and_greedy_equal_transformers(request, tmp_path, family, 
     assert native.lm.greedy(PROMPT, GREEDY_TOKENS) == expected
 
 
-def test_the_family_difference_is_visible(tiny_qwen3, tiny_llama3, tiny_gemma3):
+def test_the_family_difference_is_visible(tiny_qwen3, tiny_llama3, tiny_gemma3, tiny_phi3):
     """The checks above can fail: without the q/k norms or the rope scaling transformers' own
     logits move far beyond the tolerance."""
     import copy
@@ -117,6 +136,13 @@ def test_the_family_difference_is_visible(tiny_qwen3, tiny_llama3, tiny_gemma3):
     with torch.no_grad():
         plain.model.norm.weight.add_(1.0)  # what a norm scaling by its weight alone would see
     assert np.abs(hf_logits(plain, PROMPT) - hf_logits(tiny_gemma3.model, PROMPT)).max() > 100 * LOGITS_TOLERANCE
+
+    # Phi-3: LongRoPE's divisors and scale, and rope on 12 of 16 dims.
+    config = copy.deepcopy(tiny_phi3.model.config)
+    config.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75}
+    unscaled = transformers.Phi3ForCausalLM(config).eval()
+    unscaled.load_state_dict(tiny_phi3.model.state_dict())
+    assert np.abs(hf_logits(unscaled, PROMPT) - hf_logits(tiny_phi3.model, PROMPT)).max() > 100 * LOGITS_TOLERANCE
 
 
 def test_the_reference_forward_slides_its_window_as_transformers_does(tiny_gemma3):
@@ -279,7 +305,7 @@ def test_unsupported_architecture_and_rope_scaling_name_the_supported_ones(tmp_p
 
 
 def test_families_in_the_browser_write_transformers_tokens(browser, test_site, tiny_qwen3, tiny_llama3, tiny_gemma3,
-                                                          tmp_path):
+                                                          tiny_phi3, tmp_path):
     """build_web (q0f32, the WebGPU library) of each family; 16 greedy tokens on WebGPU equal
     transformers'."""
     from conftest import LiveServer
@@ -289,7 +315,7 @@ def test_families_in_the_browser_write_transformers_tokens(browser, test_site, t
     root = tmp_path / "site"
     shutil.copytree(test_site, root)
     built = {}
-    for family, tiny in (("qwen3", tiny_qwen3), ("llama3", tiny_llama3), ("gemma3", tiny_gemma3)):
+    for family, tiny in (("qwen3", tiny_qwen3), ("llama3", tiny_llama3), ("gemma3", tiny_gemma3), ("phi3", tiny_phi3)):
         built[family] = build_chat_model(load_source(tiny.folder), root / "models", "q0f32", model_id=f"tiny-{family}",
                                          link_mode=LinkMode.FAST, log=lambda _: None, cpu=False)
     with LiveServer(root) as server:
@@ -305,7 +331,8 @@ def test_families_in_the_browser_write_transformers_tokens(browser, test_site, t
                 "(ids) => window.webkilnChat.generate(ids, {maxTokens: %d, temperature: 0, stopTokenIds: []})"
                 % GREEDY_TOKENS, PROMPT)["tokens"]
         context.close()
-    assert got == {"qwen3": tiny_qwen3.greedy, "llama3": tiny_llama3.greedy, "gemma3": tiny_gemma3.greedy}
+    assert got == {"qwen3": tiny_qwen3.greedy, "llama3": tiny_llama3.greedy, "gemma3": tiny_gemma3.greedy,
+                   "phi3": tiny_phi3.greedy}
 
 
 GEMMA3_TEXT = "The capital of France is"

@@ -510,6 +510,7 @@ def test_gguf_unsupported_architecture(tmp_path):
     writer.close()
     message = _error(path)
     assert "phi.gguf" in message and "'phi3'" in message and "llama, qwen2, qwen3, gemma3" in message
+    assert "Hugging Face folder" in message
 
 
 def test_gguf_without_tokenizer(tmp_path):

@@ -26,7 +26,7 @@ class SourceError(WebkilnError, ValueError):
     file or field and says how to fix it; the CLI prints it and exits non-zero."""
 
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3", "phi3")
 
 
 def _family(**kwargs: Any) -> Any:
@@ -51,7 +51,9 @@ class LlmConfig:
     attention_bias: bool  # q/k/v projections have biases (Qwen2)
     qk_norm: bool = False  # an RMSNorm over each head of q and k before rope (Qwen3)
     # Rope frequency scaling as transformers names it, or None: {"rope_type": "llama3", "factor",
-    # "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"} (Llama 3.1+)
+    # "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"} (Llama 3.1+), or
+    # {"rope_type": "longrope", "short_factor", "long_factor", "original_max_position_embeddings",
+    # "attention_factor"} (Phi-3/3.5/4-mini)
     rope_scaling: dict[str, Any] | None = None
     # Gemma 3 (text). Each is None for the other families, which keeps their manifests as before.
     hidden_act: str | None = _family()  # the gate's activation: None is SiLU; "gelu_pytorch_tanh" (GeGLU)
@@ -63,6 +65,8 @@ class LlmConfig:
     sliding_window: int | None = _family()  # keys a sliding-window layer sees, the query's own included
     layer_types: tuple[str, ...] | None = _family()  # per layer: "sliding_attention" | "full_attention"
     rope_local_theta: float | None = _family()  # rope base of the sliding-window layers
+    # Phi-4-mini: rope turns only the first `rotary_dim` dims of each head (None: all of them).
+    rotary_dim: int | None = _family()
 
     def is_sliding(self, layer: int) -> bool:
         return self.layer_types is not None and self.layer_types[layer] == "sliding_attention"

@@ -4,10 +4,12 @@ One module covers them: Qwen2 differs from Llama only by q/k/v biases, Qwen3 by 
 over each head of q and k, and Llama 3.x by rope frequency scaling, which TVM's KV
 cache applies; the config carries each difference. Gemma 3 adds a GeGLU MLP, norms around
 attention and the MLP whose scale is 1 + weight, scaled embeddings, its own softmax scale
-and sliding-window layers (5 of every 6) whose rope has another base. Attention goes through
-TVM's paged KV cache (nn.llm), which also applies rotary embeddings (Hugging Face "rotate
-half" layout; GGUF Llama weights are un-permuted on load), except where layers differ in
-rope base: there the model rotates q and k itself (`_rope_te`) at the cache's query positions.
+and sliding-window layers (5 of every 6) whose rope has another base. Phi-3 is Llama with
+LongRoPE (per-pair frequency divisors, cos/sin scaled) and, in Phi-4-mini, rope on only part of
+each head. Attention goes through TVM's paged KV cache (nn.llm), which also applies rotary
+embeddings (Hugging Face "rotate half" layout; GGUF Llama weights are un-permuted on load),
+except where the cache cannot (layers differing in rope base, LongRoPE, partial rotary): there
+the model rotates q and k itself (`_rope_te`) at the cache's query positions.
 
 Every linear and the embedding store their matrix in a WeightFormat chosen per
 weight at build time (`WeightPlan`): GGUF Q4_0/Q4_1/Q8_0 blocks stay as they
@@ -51,25 +53,41 @@ def _matmul_te(x, fmt: WeightFormat, params: dict, out_f: int, in_f: int, dtype:
     )
 
 
-def _rope_te(x, positions, theta: float, head_dim: int):
-    """Hugging Face's "rotate half" rope on x [b, s, heads, head_dim] at `positions` [b * s]
-    (int32), in float32 as transformers computes it: inv_freq = 1 / theta^(2i/d), angle =
-    position * inv_freq."""
+def _rope_te(x, positions, theta: float, rotary_dim: int, divisors: list[float] | None = None,
+             scale: float = 1.0):
+    """Hugging Face's "rotate half" rope on the first `rotary_dim` dims of x [b, s, heads,
+    head_dim] at `positions` [b * s] (int32), in float32 as transformers computes it: inv_freq =
+    1 / (divisor_i * theta^(2i/rotary_dim)), angle = position * inv_freq, cos and sin times
+    `scale` (LongRoPE's divisors and attention factor; 1 otherwise)."""
     from tvm import te, tirx  # lazy, as in build_model_class
 
-    half = head_dim // 2
+    half = rotary_dim // 2
+    table = te.compute((half,), lambda i: tirx.const(1.0, "float32"), name="rope_divisor") if divisors is None else \
+        te.compute((half,), lambda i: _select(i, divisors), name="rope_divisor")
 
     def value(b, s, h, j):
         i = tirx.floormod(j, half)
-        inv_freq = tirx.const(1.0, "float32") / tirx.power(
-            tirx.const(theta, "float32"), tirx.Cast("float32", i * 2) / tirx.const(head_dim, "float32"))
+        inv_freq = tirx.const(1.0, "float32") / (table[i] * tirx.power(
+            tirx.const(theta, "float32"), tirx.Cast("float32", i * 2) / tirx.const(rotary_dim, "float32")))
         angle = tirx.Cast("float32", positions[b * x.shape[1] + s]) * inv_freq
-        rotated = tirx.if_then_else(j < half, -x[b, s, h, tirx.min(j + half, head_dim - 1)],
+        rotated = tirx.if_then_else(j < half, -x[b, s, h, tirx.min(j + half, rotary_dim - 1)],
                                      x[b, s, h, tirx.max(j - half, 0)])
-        out = tirx.Cast("float32", x[b, s, h, j]) * tirx.cos(angle) + tirx.Cast("float32", rotated) * tirx.sin(angle)
-        return tirx.Cast(x.dtype, out)
+        cos = tirx.cos(angle) * tirx.const(scale, "float32")
+        sin = tirx.sin(angle) * tirx.const(scale, "float32")
+        out = tirx.Cast("float32", x[b, s, h, j]) * cos + tirx.Cast("float32", rotated) * sin
+        return tirx.if_then_else(j < rotary_dim, tirx.Cast(x.dtype, out), x[b, s, h, j])
 
     return te.compute(x.shape, value, name="rope")
+
+
+def _select(i, values: list[float]):
+    """values[i] for a TIR index i, as a chain of selects (a constant table of a few dozen)."""
+    from tvm import tirx
+
+    out = tirx.const(values[-1], "float32")
+    for k in range(len(values) - 2, -1, -1):
+        out = tirx.Select(i == k, tirx.const(values[k], "float32"), out)
+    return out
 
 
 # Threads per workgroup of the attention-state merge kernel below.
@@ -239,8 +257,12 @@ def build_model_class(cpu_kernels: bool = False):
     class Attention(nn.Module):
         def __init__(self, cfg: LlmConfig, plan: WeightPlan, prefix: str, dtype: str, layer_id: int) -> None:
             self.cfg = cfg
-            # Rope by the model, at this layer's base, when layers differ in base (see _rope_te).
+            # Rope by the model, at this layer's base, where the KV cache cannot (see _rope_te).
             self.rope_theta = cfg.layer_rope_theta(layer_id) if rope_in_model(cfg) else None
+            longrope = cfg.rope_scaling if (cfg.rope_scaling or {}).get("rope_type") == "longrope" else None
+            # The short divisors only: the build caps the context at the original one (chat_build).
+            self.rope_divisors = longrope["short_factor"] if longrope else None
+            self.rope_scale = longrope["attention_factor"] if longrope else 1.0
             q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
             self.qkv_proj = Linear(cfg.hidden_size, [q, kv, kv], plan.formats_of(f"{prefix}.qkv_proj"), dtype,
                                    cfg.attention_bias)
@@ -260,8 +282,10 @@ def build_model_class(cpu_kernels: bool = False):
                     q, k = self.q_norm(q), self.k_norm(k)
                 if self.rope_theta is not None:
                     positions = kv.get_query_positions(b * s)
-                    q, k = (nn.tensor_expr_op(lambda t, p: _rope_te(t, p, self.rope_theta, c.head_dim), "rope",
-                                              [t, positions]) for t in (q, k))
+                    rotary = c.rotary_dim or c.head_dim
+                    q, k = (nn.tensor_expr_op(
+                        lambda t, p: _rope_te(t, p, self.rope_theta, rotary, self.rope_divisors, self.rope_scale),
+                        "rope", [t, positions]) for t in (q, k))
                 qkv = nn.concat([q, k, v], dim=2)
             scale = c.attention_scale if c.attention_scale is not None else c.head_dim**-0.5
             out = kv.attention_with_fused_qkv(layer_id, qkv, c.num_attention_heads, sm_scale=scale)
@@ -381,7 +405,7 @@ def build_model_class(cpu_kernels: bool = False):
                 rope_mode=RopeMode.NONE if rope_in_model(c) else RopeMode.NORMAL,
                 rope_scale=1,
                 rope_theta=c.rope_theta,
-                rope_scaling=dict(c.rope_scaling or {}),
+                rope_scaling={} if rope_in_model(c) else dict(c.rope_scaling or {}),
                 rope_ext_factors=rx.prim_value(0),
                 rotary_dim=c.head_dim,
                 enable_disaggregation=False,
@@ -412,9 +436,11 @@ def build_model_class(cpu_kernels: bool = False):
 
 
 def rope_in_model(cfg: LlmConfig) -> bool:
-    """Whether the model rotates q and k itself: where layers differ in rope base, which the KV
-    cache (one base for all layers) cannot do."""
-    return cfg.layer_types is not None and cfg.rope_local_theta not in (None, cfg.rope_theta)
+    """Whether the model rotates q and k itself: where layers differ in rope base (the KV cache
+    has one base for all layers), for LongRoPE (which it does not know) and for partial rotary."""
+    differing = cfg.layer_types is not None and cfg.rope_local_theta not in (None, cfg.rope_theta)
+    longrope = (cfg.rope_scaling or {}).get("rope_type") == "longrope"
+    return differing or longrope or cfg.rotary_dim not in (None, cfg.head_dim)
 
 
 def export(cfg: LlmConfig, plan: WeightPlan, dtype: str, target, prefill_chunk: int,

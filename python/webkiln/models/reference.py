@@ -25,11 +25,13 @@ Weights = Callable[[str], np.ndarray]
 def inverse_frequencies(cfg: LlmConfig, layer: int = 0) -> np.ndarray:
     """Rope's per-pair frequencies (float64) at `layer`'s base, with Llama 3's scaling when the
     config has it (Gemma 3's sliding layers take their own base, unscaled)."""
-    d = cfg.head_dim
+    d = cfg.rotary_dim or cfg.head_dim
     freq = 1.0 / cfg.layer_rope_theta(layer) ** (np.arange(0, d, 2, dtype=np.float64) / d)
     scaling = cfg.rope_scaling
-    if not scaling or cfg.is_sliding(layer):
+    if not scaling or cfg.is_sliding(layer) and cfg.rope_local_theta is not None:
         return freq
+    if scaling["rope_type"] == "longrope":  # the short divisors: contexts stay within the original
+        return freq / np.asarray(scaling["short_factor"], dtype=np.float64)
     if scaling["rope_type"] != "llama3":
         raise ValueError(f"rope scaling {scaling['rope_type']!r} has no reference here")
     factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
@@ -50,10 +52,13 @@ def _gelu_tanh(x: np.ndarray) -> np.ndarray:
 
 
 def _rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Hugging Face's "rotate half": pairs (i, i + d/2) of each head. x [heads, seq, d]."""
-    half = x.shape[-1] // 2
-    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos + rotated * sin
+    """Hugging Face's "rotate half": pairs (i, i + r/2) of the first r = cos.shape[-1] dims of
+    each head, the rest passed through. x [heads, seq, d]."""
+    r = cos.shape[-1]
+    turned, rest = x[..., :r], x[..., r:]
+    half = r // 2
+    rotated = np.concatenate([-turned[..., half:], turned[..., :half]], axis=-1)
+    return np.concatenate([turned * cos + rotated * sin, rest], axis=-1)
 
 
 def forward(cfg: LlmConfig, weights: Weights, ids: Sequence[int]) -> np.ndarray:
@@ -71,8 +76,9 @@ def forward(cfg: LlmConfig, weights: Weights, ids: Sequence[int]) -> np.ndarray:
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         angles = np.arange(n, dtype=np.float64)[:, None] * inverse_frequencies(cfg, i)[None, :]
-        cos = np.concatenate([np.cos(angles)] * 2, axis=-1).astype(f32)
-        sin = np.concatenate([np.sin(angles)] * 2, axis=-1).astype(f32)
+        scale = (cfg.rope_scaling or {}).get("attention_factor", 1.0)  # LongRoPE's
+        cos = (np.concatenate([np.cos(angles)] * 2, axis=-1) * scale).astype(f32)
+        sin = (np.concatenate([np.sin(angles)] * 2, axis=-1) * scale).astype(f32)
         mask = causal + window if cfg.is_sliding(i) else causal
 
         def norm(name: str, h: np.ndarray) -> np.ndarray:

@@ -188,6 +188,12 @@ def context_window_for(cfg: LlmConfig, asked: int, log: Callable[[str], None] = 
     slide (Gemma 3, Mistral 7B v0.1), at most their window: those layers are computed as full
     attention (models/llm.py), which is the same while every key is inside the window."""
     context = min(asked, cfg.context_length)
+    scaling = cfg.rope_scaling or {}
+    if scaling.get("rope_type") == "longrope" and context > scaling["original_max_position_embeddings"]:
+        original = int(scaling["original_max_position_embeddings"])
+        log(f"[webkiln] notice: the context window is {original} tokens, the model's original context "
+            f"(not {context}): webkiln applies LongRoPE's short factors only, which transformers uses up to it")
+        context = original
     if cfg.layer_types and "sliding_attention" in cfg.layer_types and context > (cfg.sliding_window or 0):
         log(f"[webkiln] notice: the context window is {cfg.sliding_window} tokens, the sliding-window "
             f"layers' window (not {context}): webkiln does not limit attention to a window yet, "

@@ -35,6 +35,8 @@ from ..model_source import KEPT_GGML_TYPES, SUPPORTED_ARCHITECTURES, LlmConfig, 
 from .tokenizer import spec_from_fields, tokenizer_json_from_gguf
 
 GGUF_MAGIC = b"GGUF"
+# Phi-3's llama.cpp layout (fused attn_qkv, rope factors as tensors) is not read yet.
+GGUF_ARCHITECTURES = tuple(a for a in SUPPORTED_ARCHITECTURES if a != "phi3")
 
 _TOP_LEVEL_NAMES = {
     "token_embd": "model.embed_tokens",
@@ -76,10 +78,11 @@ def load_gguf(path: Path) -> ModelSource:
     reader = _open_reader(path)
     metadata = _Metadata(reader, path.name)
     arch = metadata.require("general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
+    if arch not in GGUF_ARCHITECTURES:
+        folder_only = " (from a Hugging Face folder only: pass the folder)" if arch in SUPPORTED_ARCHITECTURES else ""
         raise SourceError(
-            f"{path.name}: architecture {arch!r} (GGUF `general.architecture`) is not supported; supported: "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)}. Use a model of one of those architectures."
+            f"{path.name}: architecture {arch!r} (GGUF `general.architecture`) is not supported{folder_only}; "
+            f"supported from GGUF: {', '.join(GGUF_ARCHITECTURES)}. Use a model of one of those architectures."
         )
     config = _config(metadata, reader, arch)
     tokenizer_spec = spec_from_fields(metadata.tokenizer_fields(), path.name)

@@ -7,6 +7,7 @@ as a library error mid-build.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from .files import read_json, safetensors_tensors, shards
 _FOLDER_NEEDS_IT = "a Hugging Face model folder needs it"
 
 # config.json `model_type` -> the architecture webkiln builds it as.
-MODEL_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3"}
+MODEL_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
+               "phi3": "phi3"}
 
 # Buffers some old checkpoints saved alongside the weights; recomputed by every runtime.
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
@@ -30,6 +32,8 @@ def load_hf_folder(folder: Path, kind: str = "hf-folder", origin: str | None = N
     raw_config = read_json(config_path, _FOLDER_NEEDS_IT)
     config = _config(raw_config, config_path.name)
     weight_files, tensors = _tensors(folder)
+    if config.architecture == "phi3":
+        tensors = _split_fused(tensors, config)
     tokenizer_path = folder / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise SourceError(
@@ -85,9 +89,17 @@ def _config(raw: dict[str, Any], file_name: str) -> LlmConfig:
     else:
         rope = _rope(raw)
     window = raw.get("sliding_window")
-    if model_type == "mistral" and window is not None and int(window) < int(need("max_position_embeddings")):
-        # Mistral 7B v0.1: every layer slides (a window as long as the context never masks anything).
+    if model_type in ("mistral", "phi3") and window is not None and int(window) < int(need("max_position_embeddings")):
+        # Mistral 7B v0.1, Phi-3-mini-4k (2047): every layer slides (a window as long as the
+        # context never masks anything).
         family = dict(sliding_window=int(window), layer_types=("sliding_attention",) * layers)
+    head_dim = int(raw.get("head_dim") or hidden // heads)
+    partial = float(rope.get("partial_rotary_factor") or raw.get("partial_rotary_factor") or 1.0)
+    if partial != 1.0:  # Phi-4-mini: 0.75
+        family["rotary_dim"] = int(head_dim * partial)
+    if rope["rope_type"] in ("longrope", "su"):
+        rope.setdefault("original_max_position_embeddings", raw.get("original_max_position_embeddings"))
+        rope["max_position_embeddings"] = int(need("max_position_embeddings"))
     return LlmConfig(
         **family,
         architecture=arch,
@@ -96,7 +108,7 @@ def _config(raw: dict[str, Any], file_name: str) -> LlmConfig:
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=int(raw.get("num_key_value_heads") or heads),
-        head_dim=int(raw.get("head_dim") or hidden // heads),
+        head_dim=head_dim,
         vocab_size=int(need("vocab_size")),
         context_length=int(need("max_position_embeddings")),
         rms_norm_eps=float(need("rms_norm_eps")),
@@ -160,7 +172,7 @@ def _reject_unsupported(raw: dict[str, Any], model_type: str, file_name: str, ne
     if model_type == "llama" and (raw.get("attention_bias") or raw.get("mlp_bias")):
         raise SourceError(f"{file_name}: Llama with `attention_bias`/`mlp_bias` set is not supported.")
     window = raw.get("sliding_window")
-    if model_type == "mistral" and window is not None and not (isinstance(window, int) and window > 0):
+    if model_type in ("mistral", "phi3") and window is not None and not (isinstance(window, int) and window > 0):
         raise SourceError(f"{file_name}: `sliding_window` must be a positive whole number or null, got {window!r}.")
     if model_type == "qwen3" and raw.get("attention_bias"):
         raise SourceError(f"{file_name}: Qwen3 with `attention_bias` set is not supported.")
@@ -181,16 +193,20 @@ def _rope(raw: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-# Rope scalings webkiln builds, with the fields each needs (TVM's paged KV cache applies them).
+# Rope scalings webkiln builds, with the fields each needs (TVM's paged KV cache applies llama3;
+# the model itself longrope, see models/llm.py).
 ROPE_SCALINGS = {
     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+    "longrope": ("short_factor", "long_factor", "original_max_position_embeddings"),
 }
 
 
 def _rope_scaling(rope: dict[str, Any], file_name: str) -> dict[str, Any] | None:
-    rope_type = rope["rope_type"]
+    rope_type = "longrope" if rope["rope_type"] == "su" else rope["rope_type"]  # Phi-3's first name for it
     if rope_type == "default":
         return None
+    if rope_type == "longrope" and rope_type in ROPE_SCALINGS:
+        return _longrope(rope, file_name)
     if rope_type not in ROPE_SCALINGS:
         raise SourceError(f"{file_name}: rope scaling {rope_type!r} (`rope_scaling` / `rope_parameters`) is not "
                           f"supported; supported: {', '.join(ROPE_SCALINGS)}. Use a model without rope scaling "
@@ -200,6 +216,24 @@ def _rope_scaling(rope: dict[str, Any], file_name: str) -> dict[str, Any] | None
         raise SourceError(f"{file_name}: rope scaling {rope_type!r} needs {', '.join(missing)}; add "
                           "them to `rope_scaling` (see the model's original config).")
     return {"rope_type": rope_type, **{key: float(rope[key]) for key in ROPE_SCALINGS[rope_type]}}
+
+
+def _longrope(rope: dict[str, Any], file_name: str) -> dict[str, Any]:
+    """LongRoPE as transformers computes it: per-pair frequency divisors (short ones up to the
+    original context, long ones past it) and cos/sin scaled by `attention_factor`, by default
+    sqrt(1 + ln(factor) / ln(original)) with factor = context / original."""
+    missing = [key for key in ROPE_SCALINGS["longrope"] if rope.get(key) is None]
+    if missing:
+        raise SourceError(f"{file_name}: rope scaling 'longrope' needs {', '.join(missing)}; add them to "
+                          "`rope_scaling` (see the model's original config).")
+    original = int(rope["original_max_position_embeddings"])
+    factor = float(rope.get("factor") or rope["max_position_embeddings"] / original)
+    attention = rope.get("attention_factor")
+    if attention is None:
+        attention = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    return {"rope_type": "longrope", "short_factor": [float(f) for f in rope["short_factor"]],
+            "long_factor": [float(f) for f in rope["long_factor"]], "original_max_position_embeddings": original,
+            "attention_factor": float(attention)}
 
 
 # --- tokenizer-related -------------------------------------------------------------
@@ -283,3 +317,32 @@ def _tensors(folder: Path) -> tuple[list[Path], dict[str, SourceTensor]]:
     tensors = safetensors_tensors(files, index.name, _IGNORED_SUFFIXES)
     weight_files = ([index] if index.is_file() and not single.is_file() else []) + list(files)
     return weight_files, tensors
+
+
+def _split_fused(tensors: dict[str, SourceTensor], config: LlmConfig) -> dict[str, SourceTensor]:
+    """Phi-3 stores q/k/v as one `qkv_proj` and gate/up as one `gate_up_proj`; they become the
+    Llama names (row blocks of the fused matrix, read lazily), which the build fuses again."""
+    q, kv = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
+    ffn = config.intermediate_size
+    parts = {"self_attn.qkv_proj": [("self_attn.q_proj", q), ("self_attn.k_proj", kv), ("self_attn.v_proj", kv)],
+             "mlp.gate_up_proj": [("mlp.gate_proj", ffn), ("mlp.up_proj", ffn)]}
+    out: dict[str, SourceTensor] = {}
+    for name, tensor in tensors.items():
+        fused = next((f for f in parts if name.endswith(f".{f}.weight")), None)
+        if fused is None:
+            out[name] = tensor
+            continue
+        prefix, start = name[: -len(f"{fused}.weight")], 0
+        for part, rows in parts[fused]:
+            out[f"{prefix}{part}.weight"] = _rows(tensor, f"{prefix}{part}.weight", start, rows)
+            start += rows
+    return out
+
+
+def _rows(tensor: SourceTensor, name: str, start: int, rows: int) -> SourceTensor:
+    if tensor.shape[0] < start + rows:
+        raise SourceError(f"{tensor.name} has {tensor.shape[0]} rows, fewer than the config's q/k/v or gate/up "
+                          "need; the weights do not match the config.")
+    return SourceTensor(name=name, shape=(rows, *tensor.shape[1:]), ggml_type=tensor.ggml_type,
+                        raw=lambda: tensor.raw()[start:start + rows],
+                        dequantize=lambda: tensor.dequantize()[start:start + rows])

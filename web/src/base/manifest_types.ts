@@ -93,6 +93,7 @@ export interface LlmConfig {
   layer_types?: string[];
   /** rope base of the sliding-window layers */
   rope_local_theta?: number;
+  rotary_dim?: number;
 }
 
 export interface SourceInfo {
