@@ -267,7 +267,8 @@ def test_manifest_and_files(q4f32_build, tiny_llama):
     assert m["activation_dtype"] == "float32" and m["config"]["hidden_size"] == 64
     assert m["context_window"] == 512  # the default 2048, capped at the model's trained length
     assert m["chat_template"] == CHAT_TEMPLATE and m["bos_token_id"] == 1
-    assert m["stop_token_ids"] == [2, 4]  # config.json's </s> and tokenizer_config's <|im_end|>
+    # tokenizer_config's <|im_end|> (templates' eos_token) first, then config.json's </s>
+    assert m["stop_token_ids"] == [4, 2]
     assert {"temperature", "top_p", "max_tokens"} <= set(m["generation"])
 
     # WebGPU (f32 WGSL) and the CPU (WebAssembly SIMD), both reading the same shards.

@@ -386,7 +386,8 @@ def test_chat_templates_render_as_transformers(browser, chat_site, tiny_qwen2, t
                                                tmp_path):
     """SmolLM2's template from the GGUF (it adds a default system prompt when none is
     given) and a Qwen2 tokenizer_config's, rendered by @huggingface/jinja in the browser,
-    against transformers' apply_chat_template on the same files."""
+    against transformers' apply_chat_template on the same files; and templates in the style of
+    Gemma's, Phi-3's and Qwen3's (with `enable_thinking` given as chat_template_kwargs would)."""
     from transformers import AutoTokenizer
 
     from webkiln.package.chat_build import build_chat_model
@@ -406,10 +407,63 @@ def test_chat_templates_render_as_transformers(browser, chat_site, tiny_qwen2, t
         page.wait_for_function("window.webkilnChat !== undefined")
         qwen = _render_all(page, "models/tiny-qwen2/manifest.json")
         smol = _render_all(page, f"models/{smol_dir.name}/manifest.json")
+        families = [page.evaluate("([u, m, g, v, t]) => window.webkilnChat.renderChat(u, m, g, v, t)",
+                                  ["models/tiny-qwen2/manifest.json", conv, gen, variables, template])
+                    for template, variables in FAMILY_TEMPLATES for conv in FAMILY_CONVERSATIONS
+                    for gen in (True, False)]
+        refused = page.evaluate("""async (t) => { try { await window.webkilnChat.renderChat(
+            "models/tiny-qwen2/manifest.json", [{role: "assistant", content: "x"}], true, {}, t); return null; }
+            catch (e) { return {name: e.name, param: e.param, message: e.message}; } }""", GEMMA_STYLE)
         page.close()
-    assert qwen == _expected(AutoTokenizer.from_pretrained(tiny_qwen2.folder))
+    qwen_tokenizer = AutoTokenizer.from_pretrained(tiny_qwen2.folder)
+    assert qwen == _expected(qwen_tokenizer)
     assert "You are a helpful AI assistant named SmolLM" in smol[0]  # the template's default system prompt
     assert smol == _expected(transformers_tokenizer)
+    expected = [qwen_tokenizer.apply_chat_template(conv, chat_template=template, add_generation_prompt=gen,
+                                                   tokenize=False, **variables)
+                for template, variables in FAMILY_TEMPLATES for conv in FAMILY_CONVERSATIONS for gen in (True, False)]
+    assert families == expected
+    assert "<start_of_turn>user\nBe brief.\n\nCapital of France?" in expected[2]  # Gemma: system folded in
+    thinking_off = expected[3 * 2 * len(FAMILY_CONVERSATIONS)]  # QWEN3_STYLE, enable_thinking False, first turn
+    assert thinking_off.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert refused["name"] == "InvalidRequestError" and refused["param"] == "messages"
+    assert "roles must alternate" in refused["message"]
+
+
+# Chat templates in the style of the families' own (written here: no hub is reachable to fetch
+# theirs): Gemma's folds a system message into the first user turn, calls the assistant "model"
+# and refuses roles out of order; Phi-3's tags each role; Qwen3's closes an empty think block
+# when `enable_thinking` is false (chat_template_kwargs).
+GEMMA_STYLE = (
+    "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + "
+    "'\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = '' -%}"
+    "{%- set loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}"
+    "{%- if message['role'] == 'assistant' -%}{%- set role = 'model' -%}{%- else -%}{%- set role = message['role'] -%}"
+    "{%- endif -%}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+PHI3_STYLE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + "
+    "'<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+QWEN3_STYLE = (
+    "{%- for message in messages %}{{ '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\n\n</think>\n\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+FAMILY_TEMPLATES = [(GEMMA_STYLE, {}), (PHI3_STYLE, {}), (QWEN3_STYLE, {}), (QWEN3_STYLE, {"enable_thinking": False}),
+                    (QWEN3_STYLE, {"enable_thinking": True})]
+FAMILY_CONVERSATIONS = [
+    [{"role": "user", "content": " Hi! "}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+    [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"}],
+]
 
 
 def test_interrupted_download_resumes_at_file_granularity(browser, tiny_site):

@@ -55,11 +55,14 @@ function encode(text: string): number[] {
 }
 
 /** The prompt text the engine builds for `messages` with the model's chat template (reads only the manifest and tokenizer). */
-async function renderChat(manifestUrl: string, messages: TemplateMessage[], addGenerationPrompt = true): Promise<string> {
-  const manifest = (await (await fetch(manifestUrl)).json()) as ChatManifest;
+/** `template`: render this chat template instead of the manifest's (with its tokenizer and special tokens). */
+async function renderChat(manifestUrl: string, messages: TemplateMessage[], addGenerationPrompt = true,
+  variables: Record<string, unknown> = {}, template?: string): Promise<string> {
+  const built = (await (await fetch(manifestUrl)).json()) as ChatManifest;
+  const manifest = template === undefined ? built : { ...built, chat_template: template };
   const tokenizer = await Tokenizer.fromJSON(await (await fetch(new URL("tokenizer.json", new URL(manifestUrl, location.href)))).arrayBuffer());
   try {
-    return new ChatTemplate(manifest, tokenizer).render(messages, addGenerationPrompt);
+    return new ChatTemplate(manifest, tokenizer).render(messages, addGenerationPrompt, variables);
   } finally {
     tokenizer.dispose();
   }

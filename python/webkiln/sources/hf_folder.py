@@ -283,10 +283,11 @@ def _bos_token_id(config: dict, tokenizer_config: dict, generation_config: dict,
 
 def _eos_token_ids(config: dict, tokenizer_config: dict, generation_config: dict, vocab: dict[str, int],
                    chat_template: str | None) -> list[int]:
-    ids = _ids(generation_config.get("eos_token_id")) + _ids(config.get("eos_token_id"))
+    # The tokenizer's eos_token first: chat templates get it as `eos_token` (the engine passes
+    # the first stop id, as transformers passes the tokenizer's).
     content = _token_content(tokenizer_config.get("eos_token"))
-    if content in vocab:
-        ids.append(vocab[content])
+    ids = [vocab[content]] if content in vocab else []
+    ids += _ids(generation_config.get("eos_token_id")) + _ids(config.get("eos_token_id"))
     # A ChatML template ends each turn with <|im_end|>, Gemma's with <end_of_turn>, whatever eos
     # the config names.
     for turn_end in ("<|im_end|>", "<end_of_turn>"):

@@ -39,7 +39,21 @@ describe("validateChatRequest", () => {
       topP: null,
       seed: null,
       stop: [],
+      templateVariables: {},
     });
+  });
+
+  test("passes chat_template_kwargs to the template, but not the engine's own variables", () => {
+    const params = validateChatRequest({ messages: hello, chat_template_kwargs: { enable_thinking: false, tools: [] } });
+    assert.deepEqual(params.templateVariables, { enable_thinking: false, tools: [] });
+    for (const bad of [[1], "x", 3]) {
+      assert.throws(() => validateChatRequest({ messages: hello, chat_template_kwargs: bad }), (e: unknown) =>
+        e instanceof InvalidRequestError && e.param === "chat_template_kwargs" && /template variables/.test(e.message));
+    }
+    assert.throws(
+      () => validateChatRequest({ messages: hello, chat_template_kwargs: { add_generation_prompt: false } }),
+      (e: unknown) => e instanceof InvalidRequestError && e.param === "chat_template_kwargs.add_generation_prompt",
+    );
   });
 
   test("reads every supported field", () => {

@@ -32,6 +32,13 @@ export interface ChatCompletionRequest {
   stop?: string | string[] | null;
   stream_options?: { include_usage?: boolean } | null;
   n?: 1 | null;
+  /**
+   * webkiln extension (as vLLM's): further variables for the model's chat template, as
+   * transformers' `apply_chat_template(..., **kwargs)` takes them, e.g. `{enable_thinking: false}`
+   * for Qwen3. The template's own variables (messages, add_generation_prompt, bos_token,
+   * eos_token) cannot be set here.
+   */
+  chat_template_kwargs?: Record<string, unknown> | null;
 }
 
 export type FinishReason = "stop" | "length" | "abort";

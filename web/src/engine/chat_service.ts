@@ -82,7 +82,7 @@ export class ChatService {
   private async run(params: ChatParams, signal: AbortSignal | undefined, sink: RunSink): Promise<void> {
     const { model, template } = this.session.require(params.model, "chat");
     const manifest = model.manifest;
-    const prompt = Array.from(model.tokenizer.encode(template.render(params.messages)));
+    const prompt = Array.from(model.tokenizer.encode(template.render(params.messages, true, params.templateVariables)));
     const room = manifest.context_window - prompt.length;
     if (room < 1) {
       throw new ContextWindowError(

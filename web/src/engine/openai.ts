@@ -24,7 +24,10 @@ const SUPPORTED = new Set([
   "stop",
   "stream_options",
   "n",
+  "chat_template_kwargs",
 ]);
+// Variables the template gets from the engine itself (llm/chat_template.ts).
+const TEMPLATE_OWN = new Set(["messages", "add_generation_prompt", "bos_token", "eos_token"]);
 
 // OpenAI fields a user may reasonably send, with why they are refused.
 const UNSUPPORTED: Record<string, string> = {
@@ -57,6 +60,8 @@ export interface ChatParams {
   topP: number | null;
   seed: number | null;
   stop: string[];
+  /** Further chat template variables (`chat_template_kwargs`). */
+  templateVariables: Record<string, unknown>;
 }
 
 function fail(param: string, message: string): never {
@@ -162,6 +167,18 @@ export function validateChatRequest(request: unknown): ChatParams {
     if (typeof s !== "string" || s === "") fail(`stop[${i}]`, "must be a non-empty string");
   });
 
+  const kwargs = body.chat_template_kwargs;
+  const templateVariables: Record<string, unknown> = {};
+  if (kwargs !== undefined && kwargs !== null) {
+    if (typeof kwargs !== "object" || Array.isArray(kwargs)) {
+      fail("chat_template_kwargs", "must be an object of template variables, e.g. {\"enable_thinking\": false}");
+    }
+    for (const [key, value] of Object.entries(kwargs)) {
+      if (TEMPLATE_OWN.has(key)) fail(`chat_template_kwargs.${key}`, "is set by the engine and cannot be given");
+      if (value !== undefined) templateVariables[key] = value;
+    }
+  }
+
   return {
     model: (model as string | undefined) ?? null,
     messages,
@@ -172,6 +189,7 @@ export function validateChatRequest(request: unknown): ChatParams {
     topP,
     seed: seed === null ? null : Math.abs(seed) % 2 ** 32,
     stop,
+    templateVariables,
   };
 }
 

@@ -23,13 +23,15 @@ export class ChatTemplate {
     this.specialTokens = { bos_token: token(manifest.bos_token_id), eos_token: token(manifest.stop_token_ids[0]) };
   }
 
-  render(messages: readonly TemplateMessage[], addGenerationPrompt = true): string {
+  /** `variables`: further template variables (a request's `chat_template_kwargs`). */
+  render(messages: readonly TemplateMessage[], addGenerationPrompt = true, variables: Record<string, unknown> = {}): string {
     if (!this.template) {
       // A model without a template (a base model): a plain transcript.
       return messages.map((m) => `${m.role}: ${m.content}\n`).join("") + (addGenerationPrompt ? "assistant: " : "");
     }
     try {
       return this.template.render({
+        ...variables,
         messages: messages.map((m) => ({ role: m.role, content: m.content })),
         add_generation_prompt: addGenerationPrompt,
         ...this.specialTokens,
