@@ -20,7 +20,7 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest_models import gemma3_270m_gguf  # noqa: F401  (session fixture)
+from conftest_models import gemma3_270m_gguf, qwen25_coder_05b_gguf  # noqa: F401  (session fixtures)
 from conftest_tiny import (  # noqa: F401  (session fixtures)
     GEMMA3_LAYERS,
     GEMMA3_WINDOW,
@@ -338,39 +338,69 @@ def test_families_in_the_browser_write_transformers_tokens(browser, test_site, t
 GEMMA3_TEXT = "The capital of France is"
 
 
-def test_gemma3_270m_in_the_browser_writes_transformers_tokens(browser, test_site, gemma3_270m_gguf, tmp_path):
-    """The real Gemma 3 270M base, Q4_K_M (Q4_K, Q5_0, Q6_K and Q8_0 blocks kept as they are),
-    built by build_web: 16 greedy tokens in Chromium on the CPU backend (the fast one here)
-    equal transformers' on the same GGUF (dequantized), from the same prompt ids."""
-    import reference_lm
+def _real_model_in_the_browser(browser, test_site, tmp_path, gguf_path, model_id, reference, plain_text: bool):
+    """build_web (q4f32: GGUF block types kept) of a real GGUF, then greedy tokens in Chromium on
+    the CPU backend (the fast one here) from the reference's prompt ids; -> (manifest, build log,
+    tokens). `plain_text`: the prompt is text with the tokenizer's own BOS, not a chat template's."""
+    from tokenizers import Tokenizer
+
     from conftest import LiveServer
     from webkiln.package.chat_build import build_chat_model
     from webkiln.toolchain.link import LinkMode
 
-    reference = reference_lm.greedy_text(gemma3_270m_gguf, GEMMA3_TEXT, GREEDY_TOKENS)
     gaps = [float(np.diff(np.sort(step)[-2:])[0]) for step in reference.logits]
     assert min(gaps) > 1e-3, f"reference top-2 margins {gaps}: too close to call"
-    source = load_source(gemma3_270m_gguf)
-    from tokenizers import Tokenizer
-
-    assert Tokenizer.from_str(source.tokenizer_json).encode(GEMMA3_TEXT).ids == reference.prompt_ids
+    source = load_source(gguf_path)
+    # The prompt's tokens too: the tokenizer rebuilt from the GGUF against transformers'.
+    assert Tokenizer.from_str(source.tokenizer_json).encode(reference.prompt_text,
+                                                            add_special_tokens=plain_text).ids == reference.prompt_ids
     root = tmp_path / "site"
     shutil.copytree(test_site, root)
     logs: list[str] = []
-    model_dir = build_chat_model(source, root / "models", "q4f32", model_id="gemma3-270m", link_mode=LinkMode.FAST,
+    model_dir = build_chat_model(source, root / "models", "q4f32", model_id=model_id, link_mode=LinkMode.FAST,
                                  log=logs.append)
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    assert manifest["context_window"] == 512  # the sliding window (see chat_build)
-    assert any("the context window is 512 tokens" in line for line in logs)
-    assert {"q4_k", "q5_sym", "q6_k", "q8_sym"} <= {f for v in manifest["weight_formats"].values() for f in v.split("+")}
     with LiveServer(root) as server:
         context = browser.new_context()
         page = context.new_page()
         page.goto(f"{server.url}/chat.html")
         page.wait_for_function("window.webkilnChat !== undefined")
-        page.evaluate("([u, b]) => window.webkilnChat.load(u, b)", ["models/gemma3-270m/manifest.json", "wasm-cpu"])
+        page.evaluate("([u, b]) => window.webkilnChat.load(u, b)", [f"models/{model_id}/manifest.json", "wasm-cpu"])
         got = page.evaluate(
             "(ids) => window.webkilnChat.generate(ids, {maxTokens: %d, temperature: 0, stopTokenIds: []})"
-            % GREEDY_TOKENS, reference.prompt_ids)
+            % len(reference.tokens), reference.prompt_ids)
         context.close()
-    assert got["tokens"] == reference.tokens
+    return manifest, logs, got["tokens"]
+
+
+def _kept_formats(manifest) -> set[str]:
+    return {f for v in manifest["weight_formats"].values() for f in v.split("+")}
+
+
+def test_gemma3_270m_in_the_browser_writes_transformers_tokens(browser, test_site, gemma3_270m_gguf, tmp_path):
+    """The real Gemma 3 270M base, Q4_K_M (Q4_K, Q5_0, Q6_K and Q8_0 blocks kept as they are):
+    16 greedy tokens in Chromium equal transformers' on the same GGUF (dequantized), and so do the
+    prompt's tokens (SentencePiece recovered from the GGUF)."""
+    import reference_lm
+
+    reference = reference_lm.greedy_text(gemma3_270m_gguf, GEMMA3_TEXT, GREEDY_TOKENS)
+    manifest, logs, tokens = _real_model_in_the_browser(browser, test_site, tmp_path, gemma3_270m_gguf,
+                                                        "gemma3-270m", reference, plain_text=True)
+    assert manifest["context_window"] == 512  # the sliding window (see chat_build)
+    assert any("the context window is 512 tokens" in line for line in logs)
+    assert {"q4_k", "q5_sym", "q6_k", "q8_sym"} <= _kept_formats(manifest)
+    assert tokens == reference.tokens
+
+
+def test_qwen25_coder_05b_in_the_browser_writes_transformers_tokens(browser, test_site, qwen25_coder_05b_gguf,
+                                                                    tmp_path):
+    """The real Qwen2.5-Coder-0.5B-Instruct GGUF (Q5_0, Q6_K, Q4_K and Q8_0 kept as they are),
+    prompted through its chat template: 16 greedy tokens in Chromium equal transformers'."""
+    import reference_lm
+
+    reference = reference_lm.greedy(qwen25_coder_05b_gguf, "Write a Python function that adds two numbers.",
+                                    GREEDY_TOKENS)
+    manifest, _, tokens = _real_model_in_the_browser(browser, test_site, tmp_path, qwen25_coder_05b_gguf,
+                                                     "qwen25-coder-05b", reference, plain_text=False)
+    assert {"q4_k", "q5_sym", "q6_k", "q8_sym"} <= _kept_formats(manifest)
+    assert tokens == reference.tokens
