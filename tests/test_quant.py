@@ -232,6 +232,25 @@ def test_every_scheme_plans_exports_and_converts(tiny_llama, gguf_source):
             assert any("GGML Q4_1" in n for n in notices) and any("GGML Q8_0" in n for n in notices)
 
 
+def test_a_ggml_type_not_kept_is_requantized_with_a_notice_naming_both(gguf_source):
+    """A GGUF type webkiln does not keep (here Q2_K and IQ4_NL) is dequantized and stored in the
+    scheme's format; the build says so, naming the type, the count and the format."""
+    import dataclasses
+
+    tensors = dict(gguf_source.tensors)
+    for name, kind in (("model.layers.0.mlp.down_proj.weight", "Q2_K"), ("model.layers.1.mlp.down_proj.weight", "Q2_K"),
+                       ("model.layers.2.self_attn.o_proj.weight", "IQ4_NL")):
+        tensors[name] = dataclasses.replace(tensors[name], ggml_type=kind)
+    source = dataclasses.replace(gguf_source, tensors=tensors)
+    notices: list[str] = []
+    plan = dict(plan_weights(source, get_scheme("q4f32"), notice=notices.append).formats)
+    assert plan["model.layers.0.mlp.down_proj"] == plan["model.layers.2.self_attn.o_proj"] == "q4_sym"
+    assert plan["model.layers.3.mlp.down_proj"] == "q4_affine"  # its Q4_1 kept
+    assert len(notices) == 2
+    assert "2 weight tensors stored as GGML Q2_K are dequantized and stored as q4_sym" in notices[1]
+    assert "1 weight tensors stored as GGML IQ4_NL" in notices[0] and "q4_sym" in notices[0]
+
+
 def test_unknown_quantization_lists_the_schemes():
     with pytest.raises(ValueError) as error:
         get_scheme("q3f32")
