@@ -173,25 +173,36 @@ def write_gguf(folder: Path, path: Path, arch: str = "qwen3") -> None:
     `qwen3`/`gemma3`, `attention.key_length` for head_dim, `attn_q_norm`/`attn_k_norm`, no Q/K
     permutation, no output tensor when tied; Gemma's norms stored plus one, its window in
     `attention.sliding_window` and its norms around attention and the MLP named
-    `post_attention_norm`, `ffn_norm` (before the MLP) and `post_ffw_norm`. F32 norms, F16
-    matrices (its default `--outtype f16` for these)."""
+    `post_attention_norm`, `ffn_norm` (before the MLP) and `post_ffw_norm`; Phi-3's fused
+    `attn_qkv` and `ffn_up` (gate and up), its rotary size in `rope.dimension_count` and LongRoPE's
+    divisors as the tensors `rope_factors_short`/`_long`. F32 norms, F16 matrices (its default
+    `--outtype f16` for these)."""
     from safetensors.numpy import load_file
 
     config = json.loads((folder / "config.json").read_text())
     state = load_file(folder / "model.safetensors")
     writer = gguf.GGUFWriter(path, arch)
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
     for key, value in [("context_length", config["max_position_embeddings"]),
                        ("embedding_length", config["hidden_size"]), ("block_count", config["num_hidden_layers"]),
                        ("feed_forward_length", config["intermediate_size"]),
                        ("attention.head_count", config["num_attention_heads"]),
                        ("attention.head_count_kv", config["num_key_value_heads"]),
-                       ("attention.key_length", config["head_dim"]), ("attention.value_length", config["head_dim"])]:
+                       ("attention.key_length", head_dim), ("attention.value_length", head_dim)]:
         writer.add_uint32(f"{arch}.{key}", value)
     rope = config["rope_parameters"]
     writer.add_float32(f"{arch}.rope.freq_base", float(rope.get("full_attention", rope)["rope_theta"]))
     writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", config["rms_norm_eps"])
     if arch == "gemma3":
         writer.add_uint32("gemma3.attention.sliding_window", config["sliding_window"])
+    if arch == "phi3":
+        writer.add_uint32("phi3.rope.dimension_count", int(head_dim * rope["partial_rotary_factor"]))
+        original = rope["original_max_position_embeddings"]
+        writer.add_uint32("phi3.rope.scaling.original_context_length", original)
+        factor = config["max_position_embeddings"] / original
+        writer.add_float32("phi3.rope.scaling.attn_factor", (1 + np.log(factor) / np.log(original)) ** 0.5)
+        writer.add_tensor("rope_factors_long.weight", np.asarray(rope["long_factor"], dtype=np.float32))
+        writer.add_tensor("rope_factors_short.weight", np.asarray(rope["short_factor"], dtype=np.float32))
     # The folder's own byte-level BPE (tokenizer.json), padded to the embedding's rows.
     bpe = json.loads((folder / "tokenizer.json").read_text())
     vocab = {**bpe["model"]["vocab"], **{t["content"]: t["id"] for t in bpe["added_tokens"]}}
@@ -206,7 +217,7 @@ def write_gguf(folder: Path, path: Path, arch: str = "qwen3") -> None:
     writer.add_token_types([3 if i in special else 1 for i in range(len(tokens))])
     writer.add_token_merges(merges)
     writer.add_eos_token_id(0)
-    names = {"model.embed_tokens": "token_embd", "model.norm": "output_norm",
+    names = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output",
              "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
              "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
              "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
@@ -214,6 +225,7 @@ def write_gguf(folder: Path, path: Path, arch: str = "qwen3") -> None:
     if arch == "gemma3":
         names.update({"post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
                       "post_feedforward_layernorm": "post_ffw_norm"})
+    names.update({"self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"})  # Phi-3's fused ones
     for name, value in state.items():
         base = name.rsplit(".", 1)[0]
         if base.startswith("model.layers."):
@@ -281,6 +293,33 @@ def test_gemma3_gguf_loads_as_llama_cpp_reads_it_and_matches_transformers(tmp_pa
     expected, gap = hf_greedy(reference, PROMPT, GREEDY_TOKENS)
     assert gap > MIN_TOP2_GAP
     native = compile_native(source, plan_weights(source, get_scheme("q0f32")), tmp_path / "gemma3-gguf.so")
+    np.testing.assert_allclose(native.lm.prefill(PROMPT), hf_logits(reference, PROMPT), rtol=0,
+                               atol=LOGITS_TOLERANCE)
+    assert native.lm.greedy(PROMPT, GREEDY_TOKENS) == expected
+
+
+def test_phi3_gguf_loads_as_the_folder_and_matches_transformers(tmp_path, tiny_phi3):
+    """Phi-3 written as llama.cpp writes it (fused attn_qkv and ffn_up, LongRoPE's divisors as
+    tensors, its attention factor as float32 metadata): the same config and tensors as the folder,
+    and native logits equal transformers' on the GGUF's f16-rounded weights."""
+    path = tmp_path / "tiny-phi3.F16.gguf"
+    write_gguf(tiny_phi3.folder, path, "phi3")
+    source = load_source(path)
+    folder = load_source(tiny_phi3.folder)
+    expected_scaling = {**folder.config.rope_scaling,
+                        "attention_factor": float(np.float32(folder.config.rope_scaling["attention_factor"])),
+                        "short_factor": [float(np.float32(f)) for f in PHI3_SHORT_FACTOR],
+                        "long_factor": [float(np.float32(4 * f)) for f in PHI3_SHORT_FACTOR]}
+    assert source.config == dataclasses.replace(folder.config, rms_norm_eps=float(np.float32(1e-6)),
+                                                rope_scaling=expected_scaling)
+    for name, tensor in folder.tensors.items():
+        expected = tensor.dequantize()
+        expected = expected.astype(np.float16).astype(np.float32) if expected.ndim == 2 else expected
+        np.testing.assert_array_equal(source.tensors[name].dequantize(), expected, err_msg=name)
+    reference = with_weights(tiny_phi3.model, {n: t.dequantize() for n, t in source.tensors.items()})
+    expected, gap = hf_greedy(reference, PROMPT, GREEDY_TOKENS)
+    assert gap > MIN_TOP2_GAP
+    native = compile_native(source, plan_weights(source, get_scheme("q0f32")), tmp_path / "phi3-gguf.so")
     np.testing.assert_allclose(native.lm.prefill(PROMPT), hf_logits(reference, PROMPT), rtol=0,
                                atol=LOGITS_TOLERANCE)
     assert native.lm.greedy(PROMPT, GREEDY_TOKENS) == expected

@@ -22,6 +22,7 @@ F32 tensor in file order, a read-only view of the mapped file).
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -32,11 +33,10 @@ from gguf import GGUFReader
 from gguf.quants import dequantize as gguf_dequantize
 
 from ..model_source import KEPT_GGML_TYPES, SUPPORTED_ARCHITECTURES, LlmConfig, ModelSource, SourceError, SourceTensor
+from .fused import split_fused
 from .tokenizer import spec_from_fields, tokenizer_json_from_gguf
 
 GGUF_MAGIC = b"GGUF"
-# Phi-3's llama.cpp layout (fused attn_qkv, rope factors as tensors) is not read yet.
-GGUF_ARCHITECTURES = tuple(a for a in SUPPORTED_ARCHITECTURES if a != "phi3")
 
 _TOP_LEVEL_NAMES = {
     "token_embd": "model.embed_tokens",
@@ -57,10 +57,14 @@ _BLOCK_NAMES = {
     "attn_k_norm": "self_attn.k_norm",
     "post_attention_norm": "post_attention_layernorm",  # Gemma 3's norms around attention and MLP
     "post_ffw_norm": "post_feedforward_layernorm",
+    "attn_qkv": "self_attn.qkv_proj",  # Phi-3's fused matrices (split by sources/fused.py)
 }
 # Where an architecture names a block tensor otherwise: Gemma's `ffn_norm` is the norm before
 # the MLP, and its `post_attention_layernorm` is the attention output's norm (above).
-_ARCH_BLOCK_NAMES = {"gemma3": {"ffn_norm": "pre_feedforward_layernorm"}}
+_ARCH_BLOCK_NAMES = {"gemma3": {"ffn_norm": "pre_feedforward_layernorm"},
+                     "phi3": {"ffn_up": "mlp.gate_up_proj"}}  # gate and up, one matrix
+# Phi-3's LongRoPE divisors, stored as tensors rather than metadata.
+_ROPE_FACTORS = {"rope_factors_short.weight": "short_factor", "rope_factors_long.weight": "long_factor"}
 _GEMMA_FAMILY = ("gemma3",)
 # llama.cpp's Gemma 3 settings that the file does not carry: every 6th layer is global, the
 # others slide, with rope base 10,000 (llama-model.cpp, LLM_ARCH_GEMMA3).
@@ -78,11 +82,10 @@ def load_gguf(path: Path) -> ModelSource:
     reader = _open_reader(path)
     metadata = _Metadata(reader, path.name)
     arch = metadata.require("general.architecture")
-    if arch not in GGUF_ARCHITECTURES:
-        folder_only = " (from a Hugging Face folder only: pass the folder)" if arch in SUPPORTED_ARCHITECTURES else ""
+    if arch not in SUPPORTED_ARCHITECTURES:
         raise SourceError(
-            f"{path.name}: architecture {arch!r} (GGUF `general.architecture`) is not supported{folder_only}; "
-            f"supported from GGUF: {', '.join(GGUF_ARCHITECTURES)}. Use a model of one of those architectures."
+            f"{path.name}: architecture {arch!r} (GGUF `general.architecture`) is not supported; supported: "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)}. Use a model of one of those architectures."
         )
     config = _config(metadata, reader, arch)
     tokenizer_spec = spec_from_fields(metadata.tokenizer_fields(), path.name)
@@ -97,7 +100,8 @@ def load_gguf(path: Path) -> ModelSource:
         origin=str(path),
         name=_QUANT_SUFFIX.sub("", path.stem) or path.stem,
         config=config,
-        tensors=_tensors(reader, config, path.name),
+        tensors=_tensors(reader, config, path.name) if arch != "phi3" else split_fused(
+            _tensors(reader, config, path.name), config),
         # Gemma's SentencePiece scores do not follow its merge order; its token order does.
         tokenizer_json=tokenizer_json_from_gguf(tokenizer_spec, path.name,
                                                 "position" if arch in _GEMMA_FAMILY else "score"),
@@ -190,8 +194,13 @@ def _config(metadata: _Metadata, reader: Any, arch: str) -> LlmConfig:
     if embedding is None:
         raise SourceError(f"{metadata.file_name}: tensor `token_embd.weight` is missing; the file is incomplete.")
     layers = int(metadata.require(key("block_count")))
+    family = _gemma3_config(metadata, hidden, heads, head_dim, layers) if arch == "gemma3" else {}
+    rope_scaling = None
+    if arch == "phi3":
+        family, rope_scaling = _phi3_config(metadata, reader, head_dim, layers)
     return LlmConfig(
-        **_gemma3_config(metadata, hidden, heads, head_dim, layers) if arch == "gemma3" else {},
+        **family,
+        rope_scaling=rope_scaling,
         architecture=arch,
         hidden_size=hidden,
         intermediate_size=int(metadata.require(key("feed_forward_length"))),
@@ -229,13 +238,40 @@ def _gemma3_config(metadata: _Metadata, hidden: int, heads: int, head_dim: int, 
     )
 
 
+def _phi3_config(metadata: _Metadata, reader: Any, head_dim: int,
+                 layers: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Phi-3 as llama.cpp writes it: partial rotary in `rope.dimension_count`, LongRoPE's divisors
+    as the tensors rope_factors_short/long, its original context and attention factor as metadata."""
+    family: dict[str, Any] = {}
+    rotary = metadata.get("phi3.rope.dimension_count")
+    if rotary is not None and int(rotary) != head_dim:
+        family["rotary_dim"] = int(rotary)
+    window = metadata.get("phi3.attention.sliding_window")
+    if window and int(window) < int(metadata.require("phi3.context_length")):
+        family.update(sliding_window=int(window), layer_types=("sliding_attention",) * layers)
+    factors = {_ROPE_FACTORS[t.name]: [float(v) for v in np.asarray(t.data, dtype=np.float32).reshape(-1)]
+               for t in reader.tensors if t.name in _ROPE_FACTORS}
+    if not factors:
+        return family, None
+    original = int(metadata.require("phi3.rope.scaling.original_context_length"))
+    attention = metadata.get("phi3.rope.scaling.attn_factor")
+    if attention is None:
+        factor = int(metadata.require("phi3.context_length")) / original
+        attention = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    if set(factors) != {"short_factor", "long_factor"}:
+        raise SourceError(f"{metadata.file_name}: LongRoPE needs both rope_factors_short and rope_factors_long; "
+                          "the file has only one. Re-convert it.")
+    return family, {"rope_type": "longrope", **factors, "original_max_position_embeddings": original,
+                    "attention_factor": float(attention)}
+
+
 def _reject_unsupported_rope(metadata: _Metadata, arch: str, head_dim: int) -> None:
     scaling = metadata.get(f"{arch}.rope.scaling.type")
     if scaling not in (None, "none"):
         raise SourceError(f"{metadata.file_name}: rope scaling {scaling!r} (`{arch}.rope.scaling.type`) is not "
                           "supported; use a model without rope scaling.")
     rotary = metadata.get(f"{arch}.rope.dimension_count")
-    if rotary is not None and int(rotary) != head_dim:
+    if arch != "phi3" and rotary is not None and int(rotary) != head_dim:
         raise SourceError(f"{metadata.file_name}: partial rotary embedding (`{arch}.rope.dimension_count` = "
                           f"{rotary}, head size {head_dim}) is not supported.")
 
@@ -259,6 +295,8 @@ def _eos_token_ids(metadata: _Metadata, tokens: list[str] | Any, chat_template: 
 def _tensors(reader: Any, config: LlmConfig, file_name: str) -> dict[str, SourceTensor]:
     tensors: dict[str, SourceTensor] = {}
     for tensor in reader.tensors:
+        if tensor.name in _ROPE_FACTORS:  # read into the config (_phi3_config)
+            continue
         name = _hf_name(tensor.name, config, file_name)
         shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists dims innermost first
         rows = _unpermute_rows(tensor.name, shape, config, file_name)

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 
 from ..model_source import SUPPORTED_ARCHITECTURES, LlmConfig, ModelSource, SourceError, SourceTensor
 from .files import read_json, safetensors_tensors, shards
+from .fused import split_fused
 
 _FOLDER_NEEDS_IT = "a Hugging Face model folder needs it"
 
@@ -33,7 +34,7 @@ def load_hf_folder(folder: Path, kind: str = "hf-folder", origin: str | None = N
     config = _config(raw_config, config_path.name)
     weight_files, tensors = _tensors(folder)
     if config.architecture == "phi3":
-        tensors = _split_fused(tensors, config)
+        tensors = split_fused(tensors, config)
     tokenizer_path = folder / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise SourceError(
@@ -319,31 +320,3 @@ def _tensors(folder: Path) -> tuple[list[Path], dict[str, SourceTensor]]:
     weight_files = ([index] if index.is_file() and not single.is_file() else []) + list(files)
     return weight_files, tensors
 
-
-def _split_fused(tensors: dict[str, SourceTensor], config: LlmConfig) -> dict[str, SourceTensor]:
-    """Phi-3 stores q/k/v as one `qkv_proj` and gate/up as one `gate_up_proj`; they become the
-    Llama names (row blocks of the fused matrix, read lazily), which the build fuses again."""
-    q, kv = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
-    ffn = config.intermediate_size
-    parts = {"self_attn.qkv_proj": [("self_attn.q_proj", q), ("self_attn.k_proj", kv), ("self_attn.v_proj", kv)],
-             "mlp.gate_up_proj": [("mlp.gate_proj", ffn), ("mlp.up_proj", ffn)]}
-    out: dict[str, SourceTensor] = {}
-    for name, tensor in tensors.items():
-        fused = next((f for f in parts if name.endswith(f".{f}.weight")), None)
-        if fused is None:
-            out[name] = tensor
-            continue
-        prefix, start = name[: -len(f"{fused}.weight")], 0
-        for part, rows in parts[fused]:
-            out[f"{prefix}{part}.weight"] = _rows(tensor, f"{prefix}{part}.weight", start, rows)
-            start += rows
-    return out
-
-
-def _rows(tensor: SourceTensor, name: str, start: int, rows: int) -> SourceTensor:
-    if tensor.shape[0] < start + rows:
-        raise SourceError(f"{tensor.name} has {tensor.shape[0]} rows, fewer than the config's q/k/v or gate/up "
-                          "need; the weights do not match the config.")
-    return SourceTensor(name=name, shape=(rows, *tensor.shape[1:]), ggml_type=tensor.ggml_type,
-                        raw=lambda: tensor.raw()[start:start + rows],
-                        dequantize=lambda: tensor.dequantize()[start:start + rows])
