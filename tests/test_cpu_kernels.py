@@ -2,10 +2,11 @@
 against NumPy on the stored weight formats, compiled by emscripten with the flags a model
 build uses and run in Node (V8's WebAssembly SIMD, as in Chromium).
 
-Each format (q4_affine = GGUF Q4_1, q4_sym = Q4_0, q8_sym = Q8_0) is checked on the decode
-path (one token: the GEMV that dots the raw nibbles) and the prefill path (several tokens:
-rows dequantized once, tiles of 4 tokens), with token counts that leave a ragged last tile and
-an odd row count that leaves a ragged last row pair. Tolerance: the kernels accumulate in f32
+Each format (q4_affine = GGUF Q4_1, q4_sym = Q4_0, q8_sym = Q8_0, q5_sym = Q5_0, q5_affine = Q5_1,
+and the k-quants q4_k, q5_k, q6_k) is checked on the decode path (one token: the GEMV that dots
+the raw nibbles, or for q5 and the k-quants a dequantized row) and the prefill path (several
+tokens: rows dequantized once, tiles of 4 tokens), with token counts that leave a ragged last tile
+and an odd row count that leaves a ragged last row pair. Tolerance: the kernels accumulate in f32
 in their own order, so |kernel - float64 reference| <= 1e-5 * sum_k |x_k| * (|q_k * d| + |offset|)
 (a few hundred ulps of the largest partial sums; an indexing or decoding bug is off by O(1)).
 The prefill path's dequantization must also be exact: with one-hot tokens the output is the
@@ -27,6 +28,7 @@ import pytest
 
 from webkiln.compile import cpu_matmul
 from webkiln.quant.formats import FORMATS, GROUP
+from webkiln.quant.kquant_formats import SUPER, KQuantFormat
 from webkiln.toolchain.system import find_emscripten
 
 # Loads the kernels' wasm, copies the inputs in, calls one entry, writes y back.
@@ -87,16 +89,22 @@ def kernels_wasm(tmp_path_factory) -> Path:
     return wasm
 
 
+def _in_f(fmt_name: str, in_f: int) -> int:
+    """`in_f`, or for a k-quant the next multiple of its 256-element super-block."""
+    return -(-in_f // SUPER) * SUPER if isinstance(FORMATS[fmt_name], KQuantFormat) else in_f
+
+
 def _stored(fmt_name: str, out_f: int, in_f: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random stored arrays of the format (any bit pattern is a valid weight), GGUF-like f16 scales."""
+    """Random stored arrays of the format (any bit pattern is a valid weight), GGUF-like f16 scales
+    (k-quants: small super-block scales, their integer group scales random bytes)."""
     fmt = FORMATS[fmt_name]
-    words = in_f * fmt.bits // 32
-    arrays = {
-        "qweight": rng.integers(0, 2**32, size=(out_f, words), dtype=np.uint64).astype(np.uint32),
-        "scale": (rng.standard_normal((out_f, in_f // GROUP)) * 0.02).astype(np.float16).astype(np.float32),
-    }
-    if fmt.has_min:
-        arrays["minimum"] = (rng.standard_normal((out_f, in_f // GROUP)) * 0.1).astype(np.float16).astype(np.float32)
+    arrays = {}
+    for name, (shape, dtype) in fmt.param_specs(out_f, in_f, "float32").items():
+        if dtype == "uint32":
+            arrays[name] = rng.integers(0, 2**32, size=shape, dtype=np.uint64).astype(np.uint32)
+        else:
+            spread = {"scale": 0.02, "minimum": 0.1}[name] / (64 if isinstance(fmt, KQuantFormat) else 1)
+            arrays[name] = (rng.standard_normal(shape) * spread).astype(np.float16).astype(np.float32)
     return arrays
 
 
@@ -122,6 +130,8 @@ def _run(kernels_wasm: Path, tmp_path: Path, fmt_name: str, arrays: dict[str, np
 def _bound(fmt_name: str, arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """sum_k |x_k| * (|q_k d| + |offset|) for each output: the scale of the f32 rounding."""
     fmt = FORMATS[fmt_name]
+    if fmt_name not in ("q4_affine", "q4_sym", "q8_sym"):  # dequantized, then a plain dot
+        return np.abs(x.astype(np.float64)) @ np.abs(fmt.dequantize(arrays).astype(np.float64)).T
     unit = dict(arrays)
     if fmt.has_min:
         unit["minimum"] = np.zeros_like(arrays["minimum"])
@@ -137,7 +147,7 @@ def _bound(fmt_name: str, arrays: dict[str, np.ndarray], x: np.ndarray) -> np.nd
 @pytest.mark.parametrize("tokens", [1, 2, 5, 8, 11], ids=lambda n: f"{n}tok")
 def test_kernel_equals_numpy(kernels_wasm, tmp_path, fmt_name, tokens):
     rng = np.random.default_rng(7 + tokens)
-    out_f, in_f = 37, 3 * GROUP * 2  # odd rows: a ragged last row pair; 6 groups
+    out_f, in_f = 37, _in_f(fmt_name, 3 * GROUP * 2)  # odd rows: a ragged last row pair; 6 groups
     arrays = _stored(fmt_name, out_f, in_f, rng)
     x = rng.standard_normal((tokens, in_f)).astype(np.float32)
     got = _run(kernels_wasm, tmp_path, fmt_name, arrays, x)
@@ -152,7 +162,7 @@ def test_kernel_equals_numpy(kernels_wasm, tmp_path, fmt_name, tokens):
 @pytest.mark.parametrize("fmt_name", sorted(cpu_matmul.KERNELS))
 def test_prefill_dequantization_is_exact(kernels_wasm, tmp_path, fmt_name):
     rng = np.random.default_rng(3)
-    out_f, in_f = 9, 2 * GROUP
+    out_f, in_f = 9, _in_f(fmt_name, 2 * GROUP)
     arrays = _stored(fmt_name, out_f, in_f, rng)
     got = _run(kernels_wasm, tmp_path, fmt_name, arrays, np.eye(in_f, dtype=np.float32))
     np.testing.assert_array_equal(got.T, FORMATS[fmt_name].dequantize(arrays))
@@ -162,7 +172,7 @@ def test_prefill_dequantization_is_exact(kernels_wasm, tmp_path, fmt_name):
 @pytest.mark.parametrize("tokens", [1, 5], ids=lambda n: f"{n}tok")
 def test_any_task_count_gives_the_bits_of_one(kernels_wasm, tmp_path, fmt_name, tokens):
     rng = np.random.default_rng(11 + tokens)
-    out_f, in_f = 75, 4 * GROUP  # rows that split unevenly, with a ragged last chunk
+    out_f, in_f = 75, _in_f(fmt_name, 4 * GROUP)  # rows that split unevenly, with a ragged last chunk
     arrays = _stored(fmt_name, out_f, in_f, rng)
     x = rng.standard_normal((tokens, in_f)).astype(np.float32)
     one = _run(kernels_wasm, tmp_path, fmt_name, arrays, x)

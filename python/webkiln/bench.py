@@ -137,6 +137,23 @@ def prompt_ids(tokenizer_json: str, count: int) -> list[int]:
         text += PROMPT_TEXT
 
 
+def added_prefix(tokenizer_json: str) -> list[int]:
+    """The ids the tokenizer puts before any text (a BOS, for Gemma), which llama.cpp adds too."""
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    with_special, plain = tokenizer.encode("a").ids, tokenizer.encode("a", add_special_tokens=False).ids
+    return with_special[: len(with_special) - len(plain)] if with_special[-len(plain):] == plain else []
+
+
+def bench_prompt(tokenizer_json: str, prompt_tokens: int, short_tokens: int) -> Prompt:
+    """`prompt_tokens` ids (the tokenizer's own prefix, e.g. a BOS, included: webkiln is given them
+    all, wllama the text, to which llama.cpp adds that prefix itself) and a short prefix of them."""
+    prefix = added_prefix(tokenizer_json)
+    text_ids = prompt_ids(tokenizer_json, prompt_tokens - len(prefix))
+    short_ids = text_ids[: short_tokens - len(prefix)]
+    return Prompt(prefix + text_ids, prefix + short_ids, prompt_text(tokenizer_json, text_ids),
+                  prompt_text(tokenizer_json, short_ids))
+
+
 def prompt_text(tokenizer_json: str, ids: list[int]) -> str:
     """`ids` as text that encodes back to exactly `ids` (what wllama, which takes text, is given)."""
     tokenizer = Tokenizer.from_str(tokenizer_json)
@@ -613,9 +630,8 @@ def run_bench(out: str | Path, settings: BenchSettings = BenchSettings(), execut
     facts = machine_facts(executable)
     gguf = gguf or fetch_default_model()
     source = load_source(gguf)
-    ids = prompt_ids(source.tokenizer_json, settings.prompt_tokens)
-    short = ids[: settings.ttft_tokens]
-    prompt = Prompt(ids, short, prompt_text(source.tokenizer_json, ids), prompt_text(source.tokenizer_json, short))
+    prompt = bench_prompt(source.tokenizer_json, settings.prompt_tokens, settings.ttft_tokens)
+    ids, short = prompt.ids, prompt.short
     browser_backends = {"wasm-cpu", "webgpu", "wllama"} & set(settings.backends)
 
     build: dict[str, Any] = {"link": "none", "timed": False}

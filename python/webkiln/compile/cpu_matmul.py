@@ -27,6 +27,12 @@ KERNELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "q4_affine": ("webkiln_q4_affine_matmul", ("qweight", "scale", "minimum")),
     "q4_sym": ("webkiln_q4_sym_matmul", ("qweight", "scale")),
     "q8_sym": ("webkiln_q8_sym_matmul", ("qweight", "scale")),
+    # GGUF Q5_0/Q5_1 and the k-quants: rows dequantized once, then dotted (decode and prefill).
+    "q5_sym": ("webkiln_q5_sym_matmul", ("qweight", "qhigh", "scale")),
+    "q5_affine": ("webkiln_q5_affine_matmul", ("qweight", "qhigh", "scale", "minimum")),
+    "q4_k": ("webkiln_q4_k_matmul", ("qweight", "subscale", "scale", "minimum")),
+    "q5_k": ("webkiln_q5_k_matmul", ("qweight", "qhigh", "subscale", "scale", "minimum")),
+    "q6_k": ("webkiln_q6_k_matmul", ("qweight", "qhigh", "subscale", "scale")),
 }
 
 
@@ -58,41 +64,79 @@ def matmul_func(fmt: WeightFormat, out_f: int, in_f: int) -> Any:
     (parameters: x, the arrays in KERNELS order, y), any number of tokens n."""
     from tvm.script import tirx as T  # lazy: TVM takes seconds to import
 
-    symbol, arrays = KERNELS[fmt.name]
+    symbol, names = KERNELS[fmt.name]
     specs = fmt.param_specs(out_f, in_f, "float32")
-    (qshape, qdtype), (sshape, _) = specs["qweight"], specs["scale"]
+    shapes = [specs[name] for name in names]
     work = workspace_floats(in_f)
     attrs = {"tirx.noalias": True, "tirx.is_scheduled": True, "global_symbol": f"{symbol}_{out_f}x{in_f}"}
 
-    if "minimum" in arrays:
+    def call(X, arrays, Y, W, n):
+        return T.call_extern("int32", symbol, X.data, *(a.data for a in arrays), Y.data, W.data,
+                             T.Cast("int32", n), out_f, in_f)
+
+    # One PrimFunc per number of stored arrays (TVMScript has no variadic parameters).
+    (s0, d0), (s1, d1) = shapes[0], shapes[1]
+    if len(names) == 2:
         @T.prim_func
-        def affine(x: T.handle, qweight: T.handle, scale: T.handle, minimum: T.handle, y: T.handle):
+        def two(x: T.handle, a0: T.handle, a1: T.handle, y: T.handle):
             T.func_attr(attrs)
             n = T.int64()
             X = T.match_buffer(x, (1, n, in_f), "float32")
-            Q = T.match_buffer(qweight, qshape, qdtype)
-            S = T.match_buffer(scale, sshape, "float32")
-            M = T.match_buffer(minimum, sshape, "float32")
+            A0 = T.match_buffer(a0, s0, d0)
+            A1 = T.match_buffer(a1, s1, d1)
             Y = T.match_buffer(y, (1, n, out_f), "float32")
             W = T.alloc_buffer((work,), "float32")
-            T.evaluate(T.call_extern("int32", symbol, X.data, Q.data, S.data, M.data, Y.data, W.data,
-                                     T.Cast("int32", n), out_f, in_f))
+            T.evaluate(call(X, (A0, A1), Y, W, n))
 
-        return affine
+        return two
+    (s2, d2) = shapes[2]
+    if len(names) == 3:
+        @T.prim_func
+        def three(x: T.handle, a0: T.handle, a1: T.handle, a2: T.handle, y: T.handle):
+            T.func_attr(attrs)
+            n = T.int64()
+            X = T.match_buffer(x, (1, n, in_f), "float32")
+            A0 = T.match_buffer(a0, s0, d0)
+            A1 = T.match_buffer(a1, s1, d1)
+            A2 = T.match_buffer(a2, s2, d2)
+            Y = T.match_buffer(y, (1, n, out_f), "float32")
+            W = T.alloc_buffer((work,), "float32")
+            T.evaluate(call(X, (A0, A1, A2), Y, W, n))
+
+        return three
+    (s3, d3) = shapes[3]
+    if len(names) == 4:
+        @T.prim_func
+        def four(x: T.handle, a0: T.handle, a1: T.handle, a2: T.handle, a3: T.handle, y: T.handle):
+            T.func_attr(attrs)
+            n = T.int64()
+            X = T.match_buffer(x, (1, n, in_f), "float32")
+            A0 = T.match_buffer(a0, s0, d0)
+            A1 = T.match_buffer(a1, s1, d1)
+            A2 = T.match_buffer(a2, s2, d2)
+            A3 = T.match_buffer(a3, s3, d3)
+            Y = T.match_buffer(y, (1, n, out_f), "float32")
+            W = T.alloc_buffer((work,), "float32")
+            T.evaluate(call(X, (A0, A1, A2, A3), Y, W, n))
+
+        return four
+    (s4, d4) = shapes[4]
 
     @T.prim_func
-    def symmetric(x: T.handle, qweight: T.handle, scale: T.handle, y: T.handle):
+    def five(x: T.handle, a0: T.handle, a1: T.handle, a2: T.handle, a3: T.handle, a4: T.handle, y: T.handle):
         T.func_attr(attrs)
         n = T.int64()
         X = T.match_buffer(x, (1, n, in_f), "float32")
-        Q = T.match_buffer(qweight, qshape, qdtype)
-        S = T.match_buffer(scale, sshape, "float32")
+        A0 = T.match_buffer(a0, s0, d0)
+        A1 = T.match_buffer(a1, s1, d1)
+        A2 = T.match_buffer(a2, s2, d2)
+        A3 = T.match_buffer(a3, s3, d3)
+        A4 = T.match_buffer(a4, s4, d4)
         Y = T.match_buffer(y, (1, n, out_f), "float32")
         W = T.alloc_buffer((work,), "float32")
-        T.evaluate(T.call_extern("int32", symbol, X.data, Q.data, S.data, Y.data, W.data,
-                                 T.Cast("int32", n), out_f, in_f))
+        T.evaluate(call(X, (A0, A1, A2, A3, A4), Y, W, n))
 
-    return symmetric
+    return five
 
 
 def compile_kernels(output_dir: Path) -> list[Path]:

@@ -9,6 +9,13 @@
 //   q4 (q4_affine = GGUF Q4_1, q4_sym = Q4_0): element k in uint32 word k/8, bits 4*(k%8). The
 //     16 bytes of a group hold element 2i in the low nibble of byte i, 2i+1 in its high nibble.
 //   q8 (q8_sym = GGUF Q8_0): element k is the signed byte k of the row (little endian words).
+//   q5 (q5_sym = Q5_0: (q - 16) * d; q5_affine = Q5_1: q * d + m): the low four bits as q4, the
+//     fifth in `qhigh`, element k at bit k % 32 of word k / 32.
+//   k-quants (quant/kquant_formats.py), 256-element super-blocks with an f32 `scale` d (and
+//     `minimum` dmin), per-group integer scales in `subscale` bytes: q4_k/q5_k (32-element groups
+//     g: byte 2g is sc, 2g + 1 is m; value (d * sc) * q - dmin * m, q5_k's fifth bit as q5) and
+//     q6_k (16-element groups: signed byte g is sc; q's bits 4-5 at bits 2 * (k % 16) of qhigh
+//     word k / 16; value (d * sc) * (q - 32)).
 //
 // Two paths, chosen by the number of tokens:
 //   one token (decode): a GEMV that never materialises a weight. Per group it dots the raw
@@ -21,7 +28,9 @@
 //     arithmetic as WeightFormat.dequantize, so the weights equal NumPy's bit for bit), then
 //     dotted with the tokens four at a time (2 rows x 4 tokens = 8 accumulators in
 //     registers: each weight load serves 4 tokens and each x load 2 rows).
-// Only the summation order differs from a plain f32 dot product.
+// Only the summation order differs from a plain f32 dot product. The q5 and k-quant formats
+// take the prefill path's dequantization for decode too: each row dequantized once into the
+// task's workspace slot, then dotted with x.
 //
 // Threads: both paths split the output rows into MAX_TASKS contiguous ranges, the tasks of one
 // TVMBackendParallelLaunch. TVM's single-threaded wasm runtime runs one task with every row; a
@@ -171,6 +180,71 @@ static void q8_dequantize_row(const int8_t* q, const float* scale, float* w, int
   }
 }
 
+// Row of a q5 matrix (q5_sym, or q5_affine with `minimum`) -> in_f f32 weights, as
+// WeightFormat.dequantize computes them.
+static void q5_dequantize_row(const uint8_t* q, const uint32_t* high, const float* scale, const float* minimum,
+                              float* w, int32_t groups) {
+  for (int32_t g = 0; g < groups; g++) {
+    const uint8_t* b = q + 16 * g;
+    const uint32_t h = high[g];
+    const float d = scale[g];
+    float* out = w + g * GROUP;
+    for (int i = 0; i < 16; i++) {
+      float lo = (float)((b[i] & 15u) | ((h >> (2 * i)) & 1u) << 4);
+      float hi = (float)((b[i] >> 4) | ((h >> (2 * i + 1)) & 1u) << 4);
+      if (minimum) {
+        out[2 * i] = lo * d + minimum[g];
+        out[2 * i + 1] = hi * d + minimum[g];
+      } else {
+        out[2 * i] = (lo - 16.0f) * d;
+        out[2 * i + 1] = (hi - 16.0f) * d;
+      }
+    }
+  }
+}
+
+// Row of a q4_k or q5_k matrix (`high` NULL for q4_k) -> in_f f32 weights, in gguf's order:
+// (d * sc) * q - (dmin * m).
+static void q45_k_dequantize_row(const uint8_t* q, const uint32_t* high, const uint8_t* sub, const float* scale,
+                                 const float* minimum, float* w, int32_t in_f) {
+  for (int32_t g = 0; g < in_f / 32; g++) {
+    const float d = scale[g / 8] * (float)sub[2 * g];
+    const float dm = minimum[g / 8] * (float)sub[2 * g + 1];
+    const uint8_t* b = q + 16 * g;
+    const uint32_t h = high ? high[g] : 0;
+    float* out = w + 32 * g;
+    for (int i = 0; i < 16; i++) {
+      out[2 * i] = d * (float)((b[i] & 15u) | ((h >> (2 * i)) & 1u) << 4) - dm;
+      out[2 * i + 1] = d * (float)((b[i] >> 4) | ((h >> (2 * i + 1)) & 1u) << 4) - dm;
+    }
+  }
+}
+
+// Row of a q6_k matrix -> in_f f32 weights: (d * sc) * (q - 32).
+static void q6_k_dequantize_row(const uint8_t* q, const uint32_t* high, const int8_t* sub, const float* scale,
+                                float* w, int32_t in_f) {
+  for (int32_t g = 0; g < in_f / 16; g++) {
+    const float d = scale[g / 16] * (float)sub[g];
+    const uint8_t* b = q + 8 * g;
+    const uint32_t h = high[g];
+    float* out = w + 16 * g;
+    for (int i = 0; i < 8; i++) {
+      out[2 * i] = d * ((float)((b[i] & 15u) | ((h >> (4 * i)) & 3u) << 4) - 32.0f);
+      out[2 * i + 1] = d * ((float)((b[i] >> 4) | ((h >> (4 * i + 2)) & 3u) << 4) - 32.0f);
+    }
+  }
+}
+
+// sum_k w[k] * x[k] (in_f a multiple of 32).
+static inline float dot_row(const float* w, const float* x, int32_t in_f) {
+  v128_t a = wasm_f32x4_splat(0.0f), b = a;
+  for (int32_t k = 0; k < in_f; k += 8) {
+    a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_v128_load(w + k), wasm_v128_load(x + k)));
+    b = wasm_f32x4_add(b, wasm_f32x4_mul(wasm_v128_load(w + k + 4), wasm_v128_load(x + k + 4)));
+  }
+  return hsum(wasm_f32x4_add(a, b));
+}
+
 // y[t, j0] and y[t, j0 + 1] for tokens t0..t0+3 from the dequantized rows w0, w1.
 static inline void dot_2x4(const float* w0, const float* w1, const float* x, float* y, int32_t t0,
                            int32_t j0, int32_t out_f, int32_t in_f, int store_second) {
@@ -233,18 +307,20 @@ static inline void dot_2x1(const float* w0, const float* w1, const float* x, flo
 
 // ---------------------------------------------------------------------------------- tasks
 
-enum { Q4 = 0, Q8 = 1 };
+enum { Q4 = 0, Q8 = 1, Q5 = 2, Q4K = 3, Q5K = 4, Q6K = 5 };
 
 // One matmul call, shared by its tasks.
 typedef struct {
-  int32_t kind;  // Q4 or Q8
+  int32_t kind;
   const float* x;
   const void* qweight;
   const float* scale;
-  const float* minimum;  // q4_affine only, else NULL
+  const float* minimum;  // q4_affine, q5_affine, q4_k, q5_k; else NULL
   float* y;
   float* work;
   int32_t n, out_f, in_f;
+  const uint32_t* qhigh;  // q5, q5_k, q6_k
+  const void* subscale;   // k-quants
 } Job;
 
 // Task `task` of `num_task`'s rows [*begin, *end), in chunks of `align` rows.
@@ -257,7 +333,27 @@ static void task_rows(int task, int num_task, int32_t rows, int32_t align, int32
 }
 
 static void dequantize(const Job* job, int32_t row, float* w) {
-  const int32_t groups = job->in_f / GROUP;
+  const int32_t in_f = job->in_f, groups = in_f / GROUP;
+  const int64_t r = row;
+  switch (job->kind) {
+    case Q5:
+      q5_dequantize_row((const uint8_t*)job->qweight + r * (in_f / 2), job->qhigh + r * groups,
+                        job->scale + r * groups, job->minimum ? job->minimum + r * groups : 0, w, groups);
+      return;
+    case Q4K:
+    case Q5K:
+      q45_k_dequantize_row((const uint8_t*)job->qweight + r * (in_f / 2),
+                           job->kind == Q5K ? job->qhigh + r * (in_f / 32) : 0,
+                           (const uint8_t*)job->subscale + r * (in_f / 16), job->scale + r * (in_f / 256),
+                           job->minimum + r * (in_f / 256), w, in_f);
+      return;
+    case Q6K:
+      q6_k_dequantize_row((const uint8_t*)job->qweight + r * (in_f / 2), job->qhigh + r * (in_f / 16),
+                          (const int8_t*)job->subscale + r * (in_f / 16), job->scale + r * (in_f / 256), w, in_f);
+      return;
+    default:
+      break;
+  }
   if (job->kind == Q4) {
     q4_dequantize_row((const uint8_t*)job->qweight + (int64_t)row * (job->in_f / 2), job->scale + (int64_t)row * groups,
                       job->minimum ? job->minimum + (int64_t)row * groups : 0, w, groups);
@@ -272,6 +368,19 @@ static int gemv_task(int task, TVMParallelGroupEnv* env, void* data) {
   const Job* job = data;
   const int32_t in_f = job->in_f, groups = in_f / GROUP;
   int32_t begin, end;
+  if (job->kind != Q4 && job->kind != Q8) {
+    // One row at a time through this task's workspace slot (the slots of gemm_task, so the rows
+    // are split over the first MAX_TASKS tasks).
+    int num_task = env->num_task < MAX_TASKS ? env->num_task : MAX_TASKS;
+    if (task >= num_task) return 0;
+    task_rows(task, num_task, job->out_f, 16, &begin, &end);
+    float* w = job->work + (int64_t)task * 2 * in_f;
+    for (int32_t j = begin; j < end; j++) {
+      dequantize(job, j, w);
+      job->y[j] = dot_row(w, job->x, in_f);
+    }
+    return 0;
+  }
   task_rows(task, env->num_task, job->out_f, 16, &begin, &end);
   if (job->kind == Q4) {
     const float* xr = job->work;
@@ -343,5 +452,36 @@ int32_t webkiln_q4_sym_matmul(const float* x, const uint8_t* qweight, const floa
 int32_t webkiln_q8_sym_matmul(const float* x, const int8_t* qweight, const float* scale, float* y, float* work,
                               int32_t n, int32_t out_f, int32_t in_f) {
   Job job = {Q8, x, qweight, scale, 0, y, work, n, out_f, in_f};
+  return run(&job);
+}
+
+int32_t webkiln_q5_sym_matmul(const float* x, const uint8_t* qweight, const uint32_t* qhigh, const float* scale,
+                              float* y, float* work, int32_t n, int32_t out_f, int32_t in_f) {
+  Job job = {Q5, x, qweight, scale, 0, y, work, n, out_f, in_f, qhigh, 0};
+  return run(&job);
+}
+
+int32_t webkiln_q5_affine_matmul(const float* x, const uint8_t* qweight, const uint32_t* qhigh, const float* scale,
+                                 const float* minimum, float* y, float* work, int32_t n, int32_t out_f, int32_t in_f) {
+  Job job = {Q5, x, qweight, scale, minimum, y, work, n, out_f, in_f, qhigh, 0};
+  return run(&job);
+}
+
+int32_t webkiln_q4_k_matmul(const float* x, const uint8_t* qweight, const uint8_t* subscale, const float* scale,
+                            const float* minimum, float* y, float* work, int32_t n, int32_t out_f, int32_t in_f) {
+  Job job = {Q4K, x, qweight, scale, minimum, y, work, n, out_f, in_f, 0, subscale};
+  return run(&job);
+}
+
+int32_t webkiln_q5_k_matmul(const float* x, const uint8_t* qweight, const uint32_t* qhigh, const uint8_t* subscale,
+                            const float* scale, const float* minimum, float* y, float* work, int32_t n,
+                            int32_t out_f, int32_t in_f) {
+  Job job = {Q5K, x, qweight, scale, minimum, y, work, n, out_f, in_f, qhigh, subscale};
+  return run(&job);
+}
+
+int32_t webkiln_q6_k_matmul(const float* x, const uint8_t* qweight, const uint32_t* qhigh, const int8_t* subscale,
+                            const float* scale, float* y, float* work, int32_t n, int32_t out_f, int32_t in_f) {
+  Job job = {Q6K, x, qweight, scale, 0, y, work, n, out_f, in_f, qhigh, subscale};
   return run(&job);
 }
