@@ -62,13 +62,11 @@ def _rope_te(x, positions, theta: float, rotary_dim: int, divisors: list[float] 
     from tvm import te, tirx  # lazy, as in build_model_class
 
     half = rotary_dim // 2
-    table = te.compute((half,), lambda i: tirx.const(1.0, "float32"), name="rope_divisor") if divisors is None else \
-        te.compute((half,), lambda i: _select(i, divisors), name="rope_divisor")
 
     def value(b, s, h, j):
         i = tirx.floormod(j, half)
-        inv_freq = tirx.const(1.0, "float32") / (table[i] * tirx.power(
-            tirx.const(theta, "float32"), tirx.Cast("float32", i * 2) / tirx.const(rotary_dim, "float32")))
+        base = tirx.power(tirx.const(theta, "float32"), tirx.Cast("float32", i * 2) / tirx.const(rotary_dim, "float32"))
+        inv_freq = tirx.const(1.0, "float32") / (base if divisors is None else _select(i, divisors) * base)
         angle = tirx.Cast("float32", positions[b * x.shape[1] + s]) * inv_freq
         rotated = tirx.if_then_else(j < half, -x[b, s, h, tirx.min(j + half, rotary_dim - 1)],
                                      x[b, s, h, tirx.max(j - half, 0)])
@@ -267,7 +265,7 @@ def build_model_class(cpu_kernels: bool = False):
             self.qkv_proj = Linear(cfg.hidden_size, [q, kv, kv], plan.formats_of(f"{prefix}.qkv_proj"), dtype,
                                    cfg.attention_bias)
             self.o_proj = Linear(q, [cfg.hidden_size], plan.formats_of(f"{prefix}.o_proj"), dtype, False)
-            # Qwen3: an RMSNorm over each head of q and of k, before the KV cache applies rope.
+            # Qwen3, Gemma 3: an RMSNorm over each head of q and of k, before rope.
             offset = cfg.norm_weight_offset
             self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype, offset) if cfg.qk_norm else None
             self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype, offset) if cfg.qk_norm else None
@@ -298,8 +296,7 @@ def build_model_class(cpu_kernels: bool = False):
             self.gate_up_proj = Linear(cfg.hidden_size, [ffn, ffn], plan.formats_of(f"{prefix}.gate_up_proj"),
                                        dtype, False)
             self.down_proj = Linear(ffn, [cfg.hidden_size], plan.formats_of(f"{prefix}.down_proj"), dtype, False)
-
-            self.act = cfg.hidden_act
+            self.act = cfg.hidden_act  # None: SiLU; Gemma's GeGLU: tanh-approximated GELU
 
         def forward(self, x):
             gate, up = nn.split(self.gate_up_proj(x), 2, axis=-1)

@@ -206,7 +206,7 @@ def _rope_scaling(rope: dict[str, Any], file_name: str) -> dict[str, Any] | None
     rope_type = "longrope" if rope["rope_type"] == "su" else rope["rope_type"]  # Phi-3's first name for it
     if rope_type == "default":
         return None
-    if rope_type == "longrope" and rope_type in ROPE_SCALINGS:
+    if rope_type == "longrope":
         return _longrope(rope, file_name)
     if rope_type not in ROPE_SCALINGS:
         raise SourceError(f"{file_name}: rope scaling {rope_type!r} (`rope_scaling` / `rope_parameters`) is not "
