@@ -654,7 +654,12 @@ def run_bench(out: str | Path, settings: BenchSettings = BenchSettings(), execut
                     if backend not in manifest["backends"]:
                         raise BenchError(f"the built model has no {backend} backend (it has "
                                          f"{', '.join(manifest['backends'])})")
+                # The build may cap the context (a sliding window, LongRoPE's original context).
+                if settings.prompt_tokens + settings.decode_tokens > manifest["context_window"]:
+                    raise BenchError(f"--prompt-tokens + --decode-tokens must fit {model_dir.name}'s context window "
+                                     f"({manifest['context_window']} tokens)")
                 model.update(id=model_dir.name, weights_bytes=manifest["memory"]["weights_bytes"],
+                             context_window=manifest["context_window"],
                              wasm_bytes={p.name: p.stat().st_size for p in sorted(model_dir.glob("*.wasm"))})
             else:
                 model_dir = Path("unused")
