@@ -631,7 +631,7 @@ def run_bench(out: str | Path, settings: BenchSettings = BenchSettings(), execut
     gguf = gguf or fetch_default_model()
     source = load_source(gguf)
     prompt = bench_prompt(source.tokenizer_json, settings.prompt_tokens, settings.ttft_tokens)
-    ids, short = prompt.ids, prompt.short
+    ids = prompt.ids
     browser_backends = {"wasm-cpu", "webgpu", "wllama"} & set(settings.backends)
 
     build: dict[str, Any] = {"link": "none", "timed": False}
