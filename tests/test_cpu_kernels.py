@@ -4,7 +4,7 @@ build uses and run in Node (V8's WebAssembly SIMD, as in Chromium).
 
 Each format (q4_affine = GGUF Q4_1, q4_sym = Q4_0, q8_sym = Q8_0, q5_sym = Q5_0, q5_affine = Q5_1,
 and the k-quants q4_k, q5_k, q6_k) is checked on the decode path (one token: the GEMV that dots
-the raw nibbles, or for q5 and the k-quants a dequantized row) and the prefill path (several
+the raw nibbles, q5's completed by their fifth bits, or for the k-quants a dequantized row) and the prefill path (several
 tokens: rows dequantized once, tiles of 4 tokens), with token counts that leave a ragged last tile
 and an odd row count that leaves a ragged last row pair. Tolerance: the kernels accumulate in f32
 in their own order, so |kernel - float64 reference| <= 1e-5 * sum_k |x_k| * (|q_k * d| + |offset|)
@@ -130,7 +130,7 @@ def _run(kernels_wasm: Path, tmp_path: Path, fmt_name: str, arrays: dict[str, np
 def _bound(fmt_name: str, arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """sum_k |x_k| * (|q_k d| + |offset|) for each output: the scale of the f32 rounding."""
     fmt = FORMATS[fmt_name]
-    if fmt_name not in ("q4_affine", "q4_sym", "q8_sym"):  # dequantized, then a plain dot
+    if isinstance(fmt, KQuantFormat):  # dequantized, then a plain dot
         return np.abs(x.astype(np.float64)) @ np.abs(fmt.dequantize(arrays).astype(np.float64)).T
     unit = dict(arrays)
     if fmt.has_min:
@@ -138,8 +138,8 @@ def _bound(fmt_name: str, arrays: dict[str, np.ndarray], x: np.ndarray) -> np.nd
     part = np.abs(fmt.dequantize(unit).astype(np.float64))
     if fmt.has_min:
         part += np.repeat(np.abs(arrays["minimum"]), GROUP, axis=1)
-    elif fmt.bits == 4:
-        part += np.repeat(8 * np.abs(arrays["scale"]), GROUP, axis=1)
+    elif fmt.bits in (4, 5):  # the GEMV's offset: -8 (q4_sym) or -16 (q5_sym) times the scale
+        part += np.repeat((1 << (fmt.bits - 1)) * np.abs(arrays["scale"]), GROUP, axis=1)
     return np.abs(x.astype(np.float64)) @ part.T
 
 

@@ -28,9 +28,9 @@
 //     arithmetic as WeightFormat.dequantize, so the weights equal NumPy's bit for bit), then
 //     dotted with the tokens four at a time (2 rows x 4 tokens = 8 accumulators in
 //     registers: each weight load serves 4 tokens and each x load 2 rows).
-// Only the summation order differs from a plain f32 dot product. The q5 and k-quant formats
-// take the prefill path's dequantization for decode too: each row dequantized once into the
-// task's workspace slot, then dotted with x.
+// Only the summation order differs from a plain f32 dot product. q5 decodes like q4 (its fifth
+// bits spread over the lanes); the k-quants take the prefill path's dequantization for decode
+// too: each row dequantized once into the task's workspace slot, then dotted with x.
 //
 // Threads: both paths split the output rows into MAX_TASKS contiguous ranges, the tasks of one
 // TVMBackendParallelLaunch. TVM's single-threaded wasm runtime runs one task with every row; a
@@ -124,6 +124,33 @@ static inline float q4_row(const uint8_t* q, const float* scale, const float* mi
     v128_t part = wasm_f32x4_add(dot16(even, xs), dot16(odd, xs + 16));
     acc = wasm_f32x4_add(acc, wasm_f32x4_mul(part, wasm_f32x4_splat(scale[g])));
     offset += (minimum ? minimum[g] : -8.0f * scale[g]) * sums[g];
+  }
+  return hsum(acc) + offset;
+}
+
+// One output of a q5 GEMV: as q4_row, each nibble completed by its fifth bit from the group's
+// `qhigh` word (even element 2i at bit 2i, odd 2i + 1 at bit 2i + 1): the word's bytes are spread
+// over the lanes (lane i reads byte i / 4), masked per lane and turned into 16 or 0. The offset
+// is `minimum` (q5_affine) or -16 * scale (q5_sym).
+static inline float q5_row(const uint8_t* q, const uint32_t* high, const float* scale, const float* minimum,
+                           const float* xr, const float* sums, int32_t groups) {
+  const v128_t low4 = wasm_i8x16_splat(0x0F), sixteen = wasm_i8x16_splat(0x10), zero = wasm_i8x16_splat(0);
+  const v128_t even_bit = wasm_i8x16_make(1, 4, 16, 64, 1, 4, 16, 64, 1, 4, 16, 64, 1, 4, 16, 64);
+  const v128_t odd_bit = wasm_i8x16_make(2, 8, 32, -128, 2, 8, 32, -128, 2, 8, 32, -128, 2, 8, 32, -128);
+  v128_t acc = wasm_f32x4_splat(0.0f);
+  float offset = 0.0f;
+  for (int32_t g = 0; g < groups; g++) {
+    v128_t v = wasm_v128_load(q + 16 * g);
+    v128_t h = wasm_i8x16_shuffle(wasm_i32x4_splat((int32_t)high[g]), zero, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    v128_t even_high = wasm_v128_and(wasm_i8x16_ne(wasm_v128_and(h, even_bit), zero), sixteen);
+    v128_t odd_high = wasm_v128_and(wasm_i8x16_ne(wasm_v128_and(h, odd_bit), zero), sixteen);
+    v128_t even[4], odd[4];
+    u8_to_f32(wasm_v128_or(wasm_v128_and(v, low4), even_high), even);
+    u8_to_f32(wasm_v128_or(wasm_u8x16_shr(v, 4), odd_high), odd);
+    const float* xs = xr + g * GROUP;
+    v128_t part = wasm_f32x4_add(dot16(even, xs), dot16(odd, xs + 16));
+    acc = wasm_f32x4_add(acc, wasm_f32x4_mul(part, wasm_f32x4_splat(scale[g])));
+    offset += (minimum ? minimum[g] : -16.0f * scale[g]) * sums[g];
   }
   return hsum(acc) + offset;
 }
@@ -368,6 +395,17 @@ static int gemv_task(int task, TVMParallelGroupEnv* env, void* data) {
   const Job* job = data;
   const int32_t in_f = job->in_f, groups = in_f / GROUP;
   int32_t begin, end;
+  if (job->kind == Q5) {
+    const float* xr = job->work;
+    const float* sums = job->work + in_f;
+    task_rows(task, env->num_task, job->out_f, 16, &begin, &end);
+    for (int32_t j = begin; j < end; j++) {
+      job->y[j] = q5_row((const uint8_t*)job->qweight + (int64_t)j * (in_f / 2), job->qhigh + (int64_t)j * groups,
+                         job->scale + (int64_t)j * groups, job->minimum ? job->minimum + (int64_t)j * groups : 0,
+                         xr, sums, groups);
+    }
+    return 0;
+  }
   if (job->kind != Q4 && job->kind != Q8) {
     // One row at a time through this task's workspace slot (the slots of gemm_task, so the rows
     // are split over the first MAX_TASKS tasks).
@@ -426,7 +464,7 @@ static int gemm_task(int task, TVMParallelGroupEnv* env, void* data) {
 // waited for. TVM's single-threaded runtime runs one task of all rows.
 static int32_t run(Job* job) {
   if (job->n == 1) {
-    if (job->kind == Q4) reorder_x(job->x, job->work, job->work + job->in_f, job->in_f);
+    if (job->kind == Q4 || job->kind == Q5) reorder_x(job->x, job->work, job->work + job->in_f, job->in_f);
     return TVMBackendParallelLaunch(gemv_task, job, MAX_TASKS);
   }
   return TVMBackendParallelLaunch(gemm_task, job, MAX_TASKS);
